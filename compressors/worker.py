@@ -1,0 +1,191 @@
+"""Crash isolation: run codecs in a reusable child process.
+
+Some C codecs kill their host on bad input (SZ ``pointwise_relative`` calls ``exit(0)`` on
+integers, SPERR segfaults). :class:`CodecWorker` runs round trips in a single spawned worker
+process that is reused across calls; when it dies or times out the call raises
+:class:`CodecCrash` and the next call transparently starts a fresh worker.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+from .hdf5 import RoundTrip, roundtrip
+from .specs import CodecSetting
+
+__all__ = ["CodecCrash", "CodecWorker"]
+
+T = TypeVar("T")
+
+
+class CodecCrash(RuntimeError):
+    """The worker process died or timed out while running a codec."""
+
+
+def _warm_up() -> None:
+    # Import the HDF5 stack once per worker so the first round trip is not charged for it.
+    import h5py  # noqa: F401
+    import hdf5plugin  # noqa: F401
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker process died (exit status unknown)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker process killed by {name}"
+    if exitcode == 0:
+        return "worker process exited with status 0 (a C library called exit())"
+    return f"worker process exited with status {exitcode}"
+
+
+def _exitcode(procs: list[Any], *, wait_s: float = 5.0) -> int | None:
+    """Exit status of the first dead worker.
+
+    The pool's manager thread reaps the same child; when both threads call waitpid the
+    loser briefly sees ``exitcode None``, so poll until the winner has stored it.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        for proc in procs:
+            proc.join(timeout=0.05)
+            if proc.exitcode is not None:
+                return proc.exitcode
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+
+
+class CodecWorker:
+    """Runs callables (normally :func:`roundtrip`) in one reusable spawned process.
+
+    Parameters
+    ----------
+    isolate : bool
+        False runs everything inline in this process (same API, no crash protection).
+    timeout : float or None
+        Default per-call timeout in seconds; None waits forever.
+
+    Examples
+    --------
+    >>> with CodecWorker() as worker:                       # doctest: +SKIP
+    ...     rt = worker.roundtrip(frames, setting, timeout=60)
+    """
+
+    def __init__(self, *, isolate: bool = True, timeout: float | None = None) -> None:
+        self.isolate = isolate
+        self.timeout = timeout
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.restarts = 0  # worker processes replaced after a crash or timeout
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def __enter__(self) -> CodecWorker:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        # On an error (e.g. Ctrl-C) do not wait for a codec call that may run for minutes.
+        self.close(kill=exc_type is not None)
+
+    def close(self, *, kill: bool = False) -> None:
+        """Shut the worker process down (a later call starts a new one).
+
+        Parameters
+        ----------
+        kill : bool
+            Kill a worker that is still busy instead of waiting for it.
+        """
+        if kill:
+            self._discard_pool(kill=True, count=False)
+            return
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: a forked child would inherit HDF5 library state and locks.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_warm_up,
+            )
+        return self._pool
+
+    def _discard_pool(self, *, kill: bool, count: bool = True) -> list[Any]:
+        """Drop the current pool; return its worker processes (killed if ``kill``)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return []
+        # ProcessPoolExecutor has no public handle on its workers before Python 3.14.
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        if kill:
+            for proc in procs:
+                if proc.is_alive():
+                    proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.join(timeout=5)
+        self.restarts += count
+        return procs
+
+    # -- calls ---------------------------------------------------------------------------
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None, label: str | None = None) -> T:
+        """Run ``fn(*args)`` in the worker and return its result.
+
+        Parameters
+        ----------
+        fn : callable
+            A picklable (module-level) callable.
+        *args
+            Picklable arguments.
+        timeout : float or None
+            Seconds to wait; defaults to the worker's ``timeout``. Ignored when not isolated.
+        label : str or None
+            Name used in crash messages (defaults to the callable's name).
+
+        Raises
+        ------
+        CodecCrash
+            The worker died (signal, ``exit()``) or timed out; the next call uses a fresh worker.
+        Exception
+            Whatever Python exception ``fn`` raised, unchanged.
+        """
+        if not self.isolate:
+            return fn(*args)
+        timeout = self.timeout if timeout is None else timeout
+        label = label or getattr(fn, "__qualname__", repr(fn))
+        pool = self._ensure_pool()
+        try:
+            future = pool.submit(fn, *args)
+        except BrokenProcessPool:
+            # The pool broke after its last call (e.g. killed from outside): retry once, fresh.
+            self._discard_pool(kill=True)
+            future = self._ensure_pool().submit(fn, *args)
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            self._discard_pool(kill=True)
+            raise CodecCrash(f"{label}: timed out after {timeout:g} s; worker process killed") from None
+        except BrokenProcessPool:
+            self._discard_pool(kill=True)
+            raise CodecCrash(f"{label}: {_describe_exit(_exitcode(procs))}") from None
+
+    def roundtrip(self, data: np.ndarray, setting: CodecSetting, *, timeout: float | None = None) -> RoundTrip:
+        """:func:`compressors.hdf5.roundtrip` in the worker.
+
+        The setting is validated here first, so refused settings raise ConfigError without
+        shipping the data or touching the codec.
+        """
+        data = np.asarray(data)
+        setting.validate(data.dtype)
+        return self.call(roundtrip, data, setting, timeout=timeout, label=setting.label)

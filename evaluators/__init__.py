@@ -1,0 +1,8 @@
+"""Evaluators compare a compressed-data outcome with the raw-data outcome.
+
+Each evaluator is an :class:`evaluators.base.Evaluator` subclass registered in ``EVALUATORS``;
+the pure metric functions they call live beside them (skimage.metrics style).
+"""
+from lossbound.registry import Registry
+
+EVALUATORS: Registry = Registry("evaluator", package=__name__)

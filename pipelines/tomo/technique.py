@@ -1,0 +1,282 @@
+"""Parallel-beam absorption tomography: flat/dark correction, -log and filtered back-projection.
+
+The payload is the stack of projections; flats, darks and angles are kept exact.  The rotation
+centre is fixed once on the raw data (``prepare``) so that compressed runs differ from the raw
+run only through the projections.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lossbound.errors import ConfigError, InputError
+from pipelines import TECHNIQUES
+from pipelines.base import Dataset, Result, Technique
+from pipelines.tomo import io as tomo_io
+from pipelines.tomo import recon
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "backend": "auto",
+    "filter_name": "hann",
+    "center": None,
+    "rows": {"start": 0, "stop": None, "step": 1},
+    "max_rows": None,
+    "halves": True,
+    "min_transmission": 1e-3,
+    "tomopy_algorithm": "gridrec",
+}
+
+
+@TECHNIQUES.register("tomo")
+class TomoTechnique(Technique):
+    """Tomographic reconstruction of selected detector rows.
+
+    Parameters
+    ----------
+    config : mapping
+        ``backend`` ('auto' | 'algotom' | 'skimage' | 'tomopy'), ``filter_name`` ('hann', ...),
+        ``center`` (detector column of the rotation axis; None = found on the raw data),
+        ``rows`` ({start, stop, step} of the detector rows to reconstruct), ``max_rows`` (None
+        or the most rows to keep: the selection's step is multiplied until it fits), ``halves``
+        (also reconstruct even- and odd-index angles, for half-set FRC), ``min_transmission``
+        and ``tomopy_algorithm`` ('gridrec' | 'fbp').
+    """
+
+    name = "tomo"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+        if unknown:
+            log.warning("tomo: ignoring unknown pipeline option(s) %s", unknown)
+        rows = {**DEFAULT_CONFIG["rows"], **dict(config.get("rows") or {})}
+        merged = {**DEFAULT_CONFIG, **config, "rows": rows}
+        if merged["center"] in ("auto", "none", "None"):
+            merged["center"] = None
+        super().__init__(merged)
+        self.backend = recon.resolve_backend(str(merged["backend"]))
+        recon.check_filter(self.backend, merged["filter_name"])  # fail at construction, not mid-sweep
+        for key in ("start", "step"):
+            if not isinstance(rows[key], int) or isinstance(rows[key], bool):
+                raise ConfigError(f"tomo rows.{key} must be an integer, got {rows[key]!r}")
+        if rows["step"] < 1:
+            raise ConfigError(f"tomo rows.step must be >= 1, got {rows['step']}")
+        if rows["stop"] is not None and not isinstance(rows["stop"], int):
+            raise ConfigError(f"tomo rows.stop must be an integer or null, got {rows['stop']!r}")
+        max_rows = merged["max_rows"]
+        if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
+            raise ConfigError(f"tomo max_rows must be a positive integer or null, got {max_rows!r}")
+        if not 0.0 < float(merged["min_transmission"]) < 1.0:
+            raise ConfigError(f"tomo min_transmission must be in (0, 1), got {merged['min_transmission']!r}")
+
+    # ---------------------------------------------------------------------------------------
+    # Data
+    # ---------------------------------------------------------------------------------------
+
+    def load(self, dataset_config: Mapping[str, Any]) -> Dataset:
+        """Read the scan at ``path`` (generating the simulation there first if requested).
+
+        ``dataset_config`` keys: ``name``, ``format`` ('dataexchange' | 'nxtomo' | 'auto'),
+        ``path``, ``adu_per_photon`` (default 1.0) and, for the built-in simulation,
+        ``simulation`` (keyword arguments of :func:`lossbound.simulate.simulate_tomo`): the file
+        is (re)generated when missing or written with other parameters.
+        """
+        cfg = dict(dataset_config)
+        if not cfg.get("path"):
+            raise ConfigError("tomo dataset: 'path' is required (the HDF5 scan file)")
+        path = Path(str(cfg["path"])).expanduser()
+        fmt = str(cfg.get("format") or "auto").lower()
+        try:
+            adu = float(cfg.get("adu_per_photon", 1.0))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"tomo dataset {path}: adu_per_photon must be a number, got {cfg.get('adu_per_photon')!r}"
+            ) from None
+        if not adu > 0:
+            raise ConfigError(f"tomo dataset {path}: adu_per_photon must be > 0, got {adu}")
+        simulation = cfg.get("simulation")
+        sim_params = None
+        if simulation is not None:
+            if fmt not in ("auto", "dataexchange"):
+                raise ConfigError(
+                    f"tomo dataset {path}: a simulation is written as dataexchange, not {fmt!r}"
+                )
+            sim_params = ensure_simulation(path, simulation)
+        arrays, fmt = tomo_io.read_scan(path, fmt=fmt)
+        theta = arrays["theta"]
+        meta: dict[str, Any] = {
+            "format": fmt,
+            "adu_per_photon": adu,
+            "shape": list(arrays["projections"].shape),
+            "dtype": str(arrays["projections"].dtype),
+            "n_flats": int(arrays["flats"].shape[0]),
+            "n_darks": int(arrays["darks"].shape[0]),
+            "angular_range_deg": float(theta.max() - theta.min()) if theta.size else 0.0,
+            "simulated": sim_params is not None,
+        }
+        if sim_params is not None:
+            meta["simulation"] = sim_params
+        truth = tomo_io.read_ground_truth(path, arrays=False)
+        if truth is not None:
+            meta["ground_truth"] = {"mu": "/phantom/mu", "labels": "/phantom/labels", **truth}
+            meta["ground_truth"]["materials"] = {str(k): v for k, v in truth.get("materials", {}).items()}
+        name = str(cfg.get("name") or path.stem)
+        log.info("tomo: loaded %s (%s, %s %s) from %s", name, fmt, meta["shape"], meta["dtype"], path)
+        return Dataset(name=name, arrays=arrays, payload="projections", source=str(path), meta=meta)
+
+    # ---------------------------------------------------------------------------------------
+    # Pipeline
+    # ---------------------------------------------------------------------------------------
+
+    def _rows(self, n_rows: int) -> slice:
+        """The selected detector rows, evenly thinned to at most ``max_rows``."""
+        r = self.config["rows"]
+        sel = slice(r["start"], r["stop"], r["step"])
+        selected = range(*sel.indices(n_rows))
+        if len(selected) == 0:
+            raise ConfigError(f"tomo rows {r} select no row of the {n_rows} detector rows")
+        max_rows = self.config["max_rows"]
+        if max_rows is not None and len(selected) > max_rows:
+            thin = math.ceil(len(selected) / max_rows)
+            sel = slice(selected.start, selected.stop, selected.step * thin)
+        return sel
+
+    def _sinograms(self, data: Dataset, rows: slice) -> np.ndarray:
+        """(n_selected_rows, n_angles, n_cols) line integrals of the selected rows."""
+        a = data.arrays
+        trans = recon.flat_dark_correct(
+            a["projections"][:, rows, :],
+            a["flats"][:, rows, :],
+            a["darks"][:, rows, :],
+            min_transmission=float(self.config["min_transmission"]),
+        )
+        return np.ascontiguousarray(np.moveaxis(recon.minus_log(trans), 1, 0))
+
+    def prepare(self, raw: Dataset) -> dict[str, Any]:
+        """``{'center': float}``: the configured centre, or Vo's estimate on the middle selected row."""
+        if self.config["center"] is not None:
+            center = float(self.config["center"])
+            n_cols = raw.payload_array.shape[-1]
+            if not 0.0 <= center <= n_cols - 1:
+                raise ConfigError(f"tomo center {center} is outside the detector's columns [0, {n_cols - 1}]")
+            return {"center": center}
+        n_rows = raw.payload_array.shape[1]
+        selected = range(*self._rows(n_rows).indices(n_rows))
+        middle = selected[len(selected) // 2]
+        sino = self._sinograms(raw, slice(middle, middle + 1))[0]
+        center = recon.find_center(sino, raw.arrays["theta"])
+        log.info("tomo: rotation centre of %s found at column %.2f (row %d)", raw.name, center, middle)
+        return {"center": center}
+
+    def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
+        """``recon`` (and ``recon_even``/``recon_odd`` with halves): (n_rows_selected, N, N) float32."""
+        center = float(prepared["center"])
+        rows = self._rows(data.payload_array.shape[1])
+        sinos = self._sinograms(data, rows)
+        theta = np.deg2rad(np.asarray(data.arrays["theta"], dtype=np.float64))
+        opts = dict(
+            center=center,
+            backend=self.backend,
+            filter_name=self.config["filter_name"],
+            tomopy_algorithm=self.config["tomopy_algorithm"],
+        )
+        out = {"recon": recon.reconstruct(sinos, theta, **opts)}
+        if self.config["halves"]:
+            out["recon_even"] = recon.reconstruct(sinos[:, 0::2], theta[0::2], **opts)
+            out["recon_odd"] = recon.reconstruct(sinos[:, 1::2], theta[1::2], **opts)
+        return out
+
+    def figure(self, raw: Result, compressed: Result, *, title: str = ""):
+        """Middle reconstructed slice: raw | compressed | compressed - raw, with colorbars."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        a = np.asarray(raw["recon"])
+        b = np.asarray(compressed["recon"])
+        k = a.shape[0] // 2
+        a, b = a[k], b[k]
+        diff = b - a
+        finite = np.isfinite(a)
+        lo, hi = np.percentile(a[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
+        dfin = np.abs(diff[np.isfinite(diff)])
+        dlim = float(np.percentile(dfin, 99.9)) if dfin.size else 0.0
+        dlim = dlim if dlim > 0 else max(float(dfin.max()) if dfin.size else 0.0, 1e-12)
+        fig = Figure(figsize=(13.5, 4.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 3)
+        panels = [
+            (a, "raw", "gray", lo, hi),
+            (b, "compressed", "gray", lo, hi),
+            (diff, "compressed - raw", "RdBu_r", -dlim, dlim),
+        ]
+        for ax, (img, label, cmap, vmin, vmax) in zip(axes, panels):
+            im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_title(label)
+            ax.set_axis_off()
+            fig.colorbar(im, ax=ax, shrink=0.85, label="attenuation (1/pixel)")
+        rmse = float(np.sqrt(np.nanmean(diff**2)))
+        fig.suptitle(f"{title}  (slice {k}, RMSE {rmse:.3g} /px)".strip())
+        return fig
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration plus the resolved backend and its library version."""
+        return {
+            "technique": self.name,
+            **self.config,
+            "backend_resolved": self.backend,
+            "backend_version": recon.backend_version(self.backend),
+        }
+
+
+def ensure_simulation(path: Path, simulation: Mapping[str, Any]) -> dict[str, Any]:
+    """Make sure ``path`` holds the simulation with these parameters; (re)generate it if not.
+
+    A file without ``/simulation`` attributes is someone's data and is never overwritten.
+
+    Returns
+    -------
+    dict
+        The complete simulation parameters.
+    """
+    from lossbound.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
+
+    try:
+        params = simulation_params(**dict(simulation or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"tomo dataset {path}: bad simulation parameters: {exc}") from None
+    if path.exists():
+        try:
+            stored = read_simulation_attrs(path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read as HDF5 ({str(exc).splitlines()[0]})") from None
+        if stored is None:
+            raise InputError(
+                f"{path}: exists but is not a LossBound simulation (no /simulation attributes); refusing to overwrite it"
+            )
+        if _same_params(stored, params):
+            return params
+        changed = sorted(k for k in params if not _same_value(stored.get(k), params[k]))
+        log.info("tomo: %s was simulated with other parameters (%s); regenerating", path, ", ".join(changed))
+    else:
+        log.info("tomo: %s not found; simulating it", path)
+    arrays = simulate_tomo(**{k: v for k, v in params.items() if k != "version"})
+    write_dataexchange(path, arrays, attrs=params)
+    log.info("tomo: wrote simulation %s", path)
+    return params
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def _same_params(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return set(stored) == set(wanted) and all(_same_value(stored[k], wanted[k]) for k in wanted)

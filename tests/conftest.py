@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data beside the project; tests using it skip when it is absent (fresh clones)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"measured data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+def compose(overrides: list[str]):
+    """The project's Hydra config composed as `python -m evaluate <overrides>` would."""
+    import evaluate  # registers the ${lossbound_root:} resolver
+    from hydra import compose as _compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return _compose("config", overrides=overrides)
+
+
+def small_sim_overrides(tmp_path: Path) -> list[str]:
+    """A tiny simulation and store under tmp_path so tests never touch runs/."""
+    return [
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        f"dataset.path={tmp_path / 'sim_small.h5'}",
+        "dataset.simulation.n_angles=120",
+        "dataset.simulation.n_rows=8",
+        "dataset.simulation.n_cols=96",
+        "technique.pipeline.max_rows=4",
+        "sweep.progress=false",
+    ]

@@ -1,0 +1,133 @@
+"""End to end: a small sweep writes MLflow runs and a thresholds file that rebuilds into a
+working hdf5plugin filter; bad input and crashing points are handled."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import h5py
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import ROOT, compose, small_sim_overrides
+from lossbound.thresholds import load_thresholds, rebuild_filter
+
+
+@pytest.fixture(scope="module")
+def sweep_result(tmp_path_factory):
+    import evaluate
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "sweep.bounds=[1,8,4096]"])
+    return tmp, evaluate.run(cfg)
+
+
+def test_sweep_logs_one_mlflow_run_per_point(sweep_result):
+    tmp, res = sweep_result
+    # 2 baselines + 2 codecs x 3 bounds
+    assert len(res.points) == 8
+    assert all(p.status == "ok" for p in res.points), [p.reason for p in res.points]
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tomo")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 8
+    sz3_1 = next(r for r in children if r.data.params["codec"] == "sz3" and float(r.data.params["bound"]) == 1.0)
+    for key in ("ratio", "compress_mbps", "decompress_mbps", "max_abs_error", "recon_ssim", "frc_resolution_change",
+                "seg_dice_min", "proj_rms_error_sigma", "passed"):
+        assert key in sz3_1.data.metrics, key
+    assert len(sz3_1.data.params["dataset_sha256"]) == 64
+    assert sz3_1.data.tags["point_id"] in {p.point_id for p in res.points}
+    arts = {a.path for a in client.list_artifacts(sz3_1.info.run_id)}
+    assert {"comparison.png", "config.yaml"} <= arts
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert {"sweep.png", "summary.txt", "tomo.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_thresholds_file_rebuilds_a_filter_that_keeps_its_bound(sweep_result):
+    tmp, res = sweep_result
+    doc = load_thresholds(tmp / "runs" / "thresholds" / "tomo.yaml")
+    assert set(doc["codecs"]) == {"sz3", "zfp"}
+    assert set(doc["baselines"]) == {"bitshuffle_lz4", "zstd"}
+    sz3 = doc["codecs"]["sz3"]
+    # bound 1 count is far below the photon noise: it must pass; 4096 counts must not
+    assert sz3["bound"] in (1, 8)
+    assert sz3["first_failure"]["bound"] in (8, 4096)
+    assert sz3["filter_id"] == 32024 and sz3["cd_values"]
+    filt = rebuild_filter(sz3)
+    rng = np.random.default_rng(7)
+    new = rng.poisson(5000, size=(6, 40, 50)).astype(np.uint16)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("d", data=new, chunks=(1, 40, 50), compression=filt)
+    with h5py.File(buf, "r") as f:
+        back = f["d"][()]
+    assert np.abs(back.astype(float) - new).max() <= sz3["bound"]
+
+
+def test_raw_result_is_cached_between_sweeps(tmp_path):
+    import evaluate
+
+    overrides = small_sim_overrides(tmp_path) + ["codec=[sz3]", "sweep.bounds=[2]", "sweep.baselines=[]",
+                                                 "tracking.log_figures=false"]
+    first = evaluate.run(compose(overrides))
+    second = evaluate.run(compose(overrides))
+    assert not first.raw_cached and second.raw_cached
+    assert first.points[0].metrics == pytest.approx(second.points[0].metrics)
+
+
+def test_a_crashing_point_is_recorded_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    import evaluate
+    from lossbound import sweep as sweep_mod
+
+    real_run_point = sweep_mod.Sweep._run_point
+    calls = []
+
+    def flaky(self, setting, raw, prepared, refs, worker, handle):
+        calls.append(setting.label)
+        if setting.value == 4:  # the pipeline blows up on this point only
+            orig = self.technique.run
+            self.technique.run = lambda *a, **k: (_ for _ in ()).throw(MemoryError("simulated"))
+            try:
+                return real_run_point(self, setting, raw, prepared, refs, worker, handle)
+            finally:
+                self.technique.run = orig
+        return real_run_point(self, setting, raw, prepared, refs, worker, handle)
+
+    monkeypatch.setattr(sweep_mod.Sweep, "_run_point", flaky)
+    res = evaluate.run(compose(small_sim_overrides(tmp_path) + [
+        "codec=[sz3]", "sweep.bounds=[2,4,8]", "sweep.baselines=[]", "tracking.log_figures=false"]))
+    status = {p.value: p.status for p in res.points}
+    assert status == {2: "ok", 4: "failed", 8: "ok"}
+    failed = next(p for p in res.points if p.status == "failed")
+    assert "MemoryError: simulated" in failed.reason
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    run = client.get_run(failed.run_id)
+    assert run.info.status == "FAILED" and "simulated" in run.data.tags["failure_reason"]
+    # the threshold cannot step over a failed point
+    assert res.codecs["sz3"]["bound"] in (2, None)
+
+
+def test_missing_input_file_is_one_line_and_nonzero_exit(tmp_path):
+    missing = tmp_path / "nope.h5"
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluate", "dataset=file", f"dataset.path={missing}",
+         f"paths.runs_dir={tmp_path / 'runs'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and str(missing) in last
+
+
+def test_unknown_tolerance_metric_is_a_config_error(tmp_path):
+    import evaluate
+    from lossbound.errors import ConfigError
+
+    cfg = compose(small_sim_overrides(tmp_path) + ["codec=[sz3]", "sweep.bounds=[2]",
+                                                   "+technique.tolerances.not_a_metric={min: 1}"])
+    with pytest.raises(ConfigError, match="not_a_metric"):
+        evaluate.run(cfg)
