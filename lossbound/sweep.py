@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import logging
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from pipelines import TECHNIQUES
 from pipelines.base import Dataset, Technique
 
 log = logging.getLogger(__name__)
+# hdf5plugin logs every filter construction at INFO; one line per point drowns the summary.
+logging.getLogger("hdf5plugin").setLevel(logging.WARNING)
 
 _VERSIONED = ("lossbound", "numpy", "h5py", "hdf5plugin", "scikit-image", "algotom", "tomopy", "pyFAI", "mlflow")
 
@@ -161,6 +164,20 @@ class Sweep:
             handle.log_figure(fig, "comparison.png")
         return point
 
+    def _warm_up(self, worker: CodecWorker, data: Dataset) -> None:
+        """Load each codec's plugin in the worker on one frame, so the first measured point's
+        throughput is not the plugin's start-up time. A crash here is left to the real point."""
+        seen: set[str] = set()
+        frame = data.payload_array[:1]
+        for setting in self.settings:
+            if setting.codec in seen:
+                continue
+            seen.add(setting.codec)
+            try:
+                worker.roundtrip(frame, setting, timeout=self.cfg["sweep"].get("timeout_s"))
+            except Exception as exc:  # noqa: BLE001 - reported when the real point runs
+                log.debug("warm-up of %s failed: %s", setting.label, exc)
+
     # -- the sweep ---------------------------------------------------------------------------
     def run(self) -> SweepResult:
         cfg = self.cfg
@@ -198,6 +215,7 @@ class Sweep:
             parent.log_text(config_text, "config.yaml")
             bar = tqdm(self.settings, desc=f"{tname} sweep", unit="pt", disable=not cfg["sweep"].get("progress", True))
             with CodecWorker(isolate=bool(cfg["sweep"].get("isolate", True))) as worker, logging_redirect_tqdm():
+                self._warm_up(worker, data)
                 for setting in bar:
                     bar.set_postfix_str(setting.label)
                     with tracker.run(setting.label, nested=True) as handle:
@@ -224,10 +242,12 @@ class Sweep:
                 )
                 parent.log_artifact(path)
             parent.log_figure(sweep_figure(points, self.tolerances, title=f"{tname} on {data.name}"), "sweep.png")
-            parent.log_text(format_summary(points, codecs, baselines), "summary.txt")
+            parent.log_text(format_summary(points, codecs, baselines, metrics=[c.metric for c in self.tolerances]),
+                            "summary.txt")
+            parent.log_text(json.dumps([dataclasses.asdict(p) for p in points], indent=1, default=str), "points.json")
             n_failed = sum(p.status != "ok" for p in points)
             parent.log_metrics({"n_failed_points": n_failed, "n_passed_points": sum(p.passed for p in points)})
-        log.info("\n%s", format_summary(points, codecs, baselines))
+        log.info("\n%s", format_summary(points, codecs, baselines, metrics=[c.metric for c in self.tolerances]))
         if path is not None:
             log.info("thresholds written to %s", path)
         return SweepResult(points, codecs, baselines, path, raw_seconds, hit)
@@ -241,14 +261,13 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
-def format_summary(points: list[PointResult], codecs: Mapping[str, Any], baselines: Mapping[str, Any]) -> str:
-    """A console table: every point, then the threshold per codec."""
-    metric_names: list[str] = []
-    for p in points:
-        for m in p.metrics:
-            if m not in metric_names and len(metric_names) < 5 and not m.startswith("proj_max"):
-                metric_names.append(m)
-    head = f"{'codec setting':<28}{'ratio':>8}{'MB/s c/d':>14}  {'max err':>8}  " + "".join(f"{m[:16]:>17}" for m in metric_names) + "  verdict"
+def format_summary(points: list[PointResult], codecs: Mapping[str, Any], baselines: Mapping[str, Any],
+                   *, metrics: list[str]) -> str:
+    """A console table: every point with the tolerance ``metrics``, then the threshold per codec."""
+    metric_names = list(metrics)
+    widths = [max(len(m), 9) + 2 for m in metric_names]
+    head = (f"{'codec setting':<28}{'ratio':>8}{'MB/s c/d':>14}  {'max err':>8}"
+            + "".join(f"{m:>{w}}" for m, w in zip(metric_names, widths)) + "  verdict")
     lines = [head, "-" * len(head)]
     for p in points:
         c = p.codec
@@ -260,8 +279,8 @@ def format_summary(points: list[PointResult], codecs: Mapping[str, Any], baselin
         else:
             verdict = "pass" if p.passed else "fail: " + "; ".join(p.failures)
         lines.append(
-            f"{p.label:<28}{_fmt(c.get('ratio'), '.2f'):>8}{speeds:>14}  {_fmt(c.get('max_abs_error')):>8}  "
-            + "".join(f"{_fmt(p.metrics.get(m), '.4g'):>17}" for m in metric_names) + f"  {verdict}"
+            f"{p.label:<28}{_fmt(c.get('ratio'), '.2f'):>8}{speeds:>14}  {_fmt(c.get('max_abs_error')):>8}"
+            + "".join(f"{_fmt(p.metrics.get(m), '.4g'):>{w}}" for m, w in zip(metric_names, widths)) + f"  {verdict}"
         )
     lines += ["", "Thresholds (largest bound with it and all smaller bounds inside tolerance):"]
     for name, e in codecs.items():

@@ -1,0 +1,93 @@
+"""Compression error measured against the reconstruction's own noise.
+
+A lossy codec is harmless when the error it adds is small next to the noise the measurement
+already has. The noise of the full raw reconstruction is estimated from the two half-set
+reconstructions (even- and odd-index angles): each half has twice the variance of the full
+set, so ``sigma_full = std(even - odd) / 2``. Angular undersampling adds streaks to
+``even - odd`` too, so the estimate is an upper bound on the noise (the ratio a lower bound
+on the harm) — small for well-sampled scans.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from evaluators import EVALUATORS
+from evaluators.base import Evaluator, Outcome
+from evaluators.image import _check_mask_param, _mask_for, _reject_unknown, _result_array, check_same_shape
+
+
+def half_set_noise(even: np.ndarray, odd: np.ndarray, *, mask: np.ndarray | None = None) -> float:
+    """Noise standard deviation of the full-set reconstruction from its two half sets.
+
+    Parameters
+    ----------
+    even, odd : ndarray
+        Reconstructions from the even- and odd-index projections (same shape).
+    mask : ndarray of bool, optional
+        Pixels to use (broadcast over leading axes), e.g. the reconstruction circle.
+
+    Returns
+    -------
+    float
+        ``std(even - odd) / 2`` over the masked pixels.
+    """
+    check_same_shape(even, odd, what="half-set reconstruction")
+    diff = np.asarray(even, dtype=np.float64) - np.asarray(odd, dtype=np.float64)
+    if mask is not None:
+        diff = diff[..., np.broadcast_to(mask, diff.shape[-mask.ndim:])]
+    return float(np.std(diff) / 2.0)
+
+
+def error_to_noise(reference: np.ndarray, test: np.ndarray, *, noise: float,
+                   mask: np.ndarray | None = None) -> float:
+    """RMS of ``test - reference`` (over ``mask``) in units of ``noise``."""
+    check_same_shape(reference, test)
+    if not np.isfinite(noise) or noise <= 0:
+        raise ValueError(f"noise must be a finite positive number, got {noise}")
+    diff = np.asarray(test, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if mask is not None:
+        diff = diff[..., np.broadcast_to(mask, diff.shape[-mask.ndim:])]
+    return float(np.sqrt(np.mean(diff**2)) / noise)
+
+
+@EVALUATORS.register("recon_noise")
+class ReconNoise(Evaluator):
+    """Reconstruction error of the compressed data in units of the raw reconstruction's noise.
+
+    Parameters
+    ----------
+    key : str
+        Full reconstruction (default ``'recon'``).
+    half_keys : pair of str
+        Half-set reconstructions (default ``('recon_even', 'recon_odd')``).
+    mask : {None, 'circle'}
+        Restrict to the reconstruction circle.
+
+    Output keys: ``recon_noise_sigma`` (raw noise estimate, μ units) and
+    ``recon_error_to_noise`` (RMS compression error / that noise; 0.3 means the total noise
+    grows by sqrt(1 + 0.3²) - 1 = 4.4 %).
+    """
+
+    name = "recon_noise"
+
+    def __init__(self, *, key: str = "recon", half_keys: Sequence[str] = ("recon_even", "recon_odd"),
+                 mask: str | None = None, **extra: Any) -> None:
+        _reject_unknown(self.name, extra)
+        _check_mask_param(self.name, mask)
+        super().__init__(key=key, half_keys=tuple(half_keys), mask=mask)
+        self.key, self.half_keys, self.mask = key, tuple(half_keys), mask
+
+    def reference(self, raw: Outcome) -> dict[str, Any]:
+        even, odd = (_result_array(raw, k, self.name) for k in self.half_keys)
+        return {"noise": half_set_noise(even, odd, mask=_mask_for(self.mask, even.shape))}
+
+    def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
+        ref = _result_array(raw, self.key, self.name)
+        test = _result_array(compressed, self.key, self.name)
+        noise = float(reference["noise"])
+        return {
+            "recon_noise_sigma": noise,
+            "recon_error_to_noise": error_to_noise(ref, test, noise=noise, mask=_mask_for(self.mask, ref.shape)),
+        }
