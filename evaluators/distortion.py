@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome
-from evaluators.image import _psnr_from_mse, _reject_unknown, check_same_shape, slab_bounds
+from evaluators.base import Evaluator, Outcome, reject_unknown
+from evaluators.image import check_same_shape, psnr_from_mse, slab_bounds
 from lossbound.errors import ConfigError
 
 __all__ = ["max_abs_error", "poisson_sigma", "error_in_sigma", "Distortion"]
@@ -179,7 +179,7 @@ class Distortion(Evaluator):
         floor: float | None = None,
         **extra: Any,
     ) -> None:
-        _reject_unknown(self.name, extra)
+        reject_unknown(self.name, extra)
         try:
             # Validate early with dummy data so a bad config fails before the sweep starts.
             poisson_sigma(
@@ -272,7 +272,7 @@ class Distortion(Evaluator):
         if mse == 0:
             proj_psnr = float("inf")
         elif data_range > 0:
-            proj_psnr = _psnr_from_mse(mse, data_range)
+            proj_psnr = psnr_from_mse(mse, data_range)
         else:
             proj_psnr = float("nan")  # constant raw payload: no intensity scale
         return {

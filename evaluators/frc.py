@@ -21,8 +21,8 @@ import numpy as np
 from scipy.signal.windows import tukey
 
 from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome
-from evaluators.image import _reject_unknown, _result_array, check_same_shape
+from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from evaluators.image import check_same_shape
 from lossbound.errors import ConfigError
 
 __all__ = ["frc_curve", "frc_threshold", "frc_resolution", "FRCResolution", "FRC"]
@@ -283,7 +283,7 @@ class FRC(Evaluator):
         apodize: bool | float = True,
         **extra: Any,
     ) -> None:
-        _reject_unknown(self.name, extra)
+        reject_unknown(self.name, extra)
         half_keys = tuple(half_keys)
         if len(half_keys) != 2:
             raise ConfigError(f"evaluator 'frc': half_keys must name 2 results, got {half_keys!r}")
@@ -313,7 +313,7 @@ class FRC(Evaluator):
         return frc_curve(a, b, ring_width=self.ring_width, apodize=self.apodize)
 
     def _half_set_resolution(self, outcome: Outcome) -> FRCResolution:
-        even, odd = (_result_array(outcome, k, self.name) for k in self.half_keys)
+        even, odd = (result_array(outcome, k, self.name) for k in self.half_keys)
         freq, frc, n = self._curve(even, odd)
         return frc_resolution(freq, frc, threshold=self.threshold, n_pixels=n)
 
@@ -331,8 +331,8 @@ class FRC(Evaluator):
         raw_px = float(reference["resolution_px"])
         comp = self._half_set_resolution(compressed)
         freq, frc, n = self._curve(
-            _result_array(raw, self.key, self.name),
-            _result_array(compressed, self.key, self.name),
+            result_array(raw, self.key, self.name),
+            result_array(compressed, self.key, self.name),
         )
         agree = frc_resolution(freq, frc, threshold=self.agreement_threshold, n_pixels=n)
         return {

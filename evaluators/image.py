@@ -16,8 +16,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome
-from lossbound.errors import ConfigError
+from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
 
 __all__ = ["circle_mask", "check_same_shape", "psnr", "nrmse", "ssim", "ImageQuality"]
 
@@ -129,7 +128,7 @@ def circle_mask(shape: tuple[int, ...], *, ratio: float = 1.0) -> np.ndarray:
 # --------------------------------------------------------------------------- metrics
 
 
-def _psnr_from_mse(mse: float, data_range: float) -> float:
+def psnr_from_mse(mse: float, data_range: float) -> float:
     if mse == 0:
         return float("inf")
     return float(10 * np.log10(data_range**2 / mse))
@@ -174,7 +173,7 @@ def psnr(
         count += r.size
     if count == 0:
         raise ValueError("psnr of an empty selection (empty arrays or all-False mask)")
-    return _psnr_from_mse(sq_sum / count, data_range)
+    return psnr_from_mse(sq_sum / count, data_range)
 
 
 def nrmse(
@@ -337,36 +336,6 @@ def ssim(
     return float(np.mean(values))
 
 
-# --------------------------------------------------------------------------- evaluator helpers
-
-
-def _reject_unknown(evaluator: str, extra: Mapping[str, Any]) -> None:
-    if extra:
-        raise ConfigError(
-            f"evaluator {evaluator!r}: unknown parameter(s) {', '.join(sorted(extra))}"
-        )
-
-
-def _check_mask_param(evaluator: str, mask: Any) -> None:
-    if mask not in (None, "circle"):
-        raise ConfigError(f"evaluator {evaluator!r}: mask must be null or 'circle', got {mask!r}")
-
-
-def _result_array(outcome: Outcome, key: str, evaluator: str) -> np.ndarray:
-    """``outcome.result[key]`` or a ConfigError naming the keys that exist."""
-    try:
-        return np.asarray(outcome.result[key])
-    except KeyError:
-        raise ConfigError(
-            f"evaluator {evaluator!r}: result has no key {key!r}; "
-            f"available: {', '.join(sorted(outcome.result)) or 'none'}"
-        ) from None
-
-
-def _mask_for(mask: str | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    return circle_mask(shape) if mask == "circle" else None
-
-
 # --------------------------------------------------------------------------- evaluator
 
 
@@ -389,25 +358,25 @@ class ImageQuality(Evaluator):
     name = "image_quality"
 
     def __init__(self, *, key: str = "recon", mask: str | None = None, **extra: Any) -> None:
-        _reject_unknown(self.name, extra)
-        _check_mask_param(self.name, mask)
+        reject_unknown(self.name, extra)
+        check_mask_param(self.name, mask)
         super().__init__(key=key, mask=mask)
         self.key = key
         self.mask = mask
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
-        image = _result_array(raw, self.key, self.name)
-        mask = _mask_for(self.mask, image.shape)
+        image = result_array(raw, self.key, self.name)
+        mask = mask_for(self.mask, image.shape)
         values = image if mask is None else image[..., mask]
         return {"data_range": float(np.nanmax(values) - np.nanmin(values))}
 
     def compare(
         self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]
     ) -> dict[str, float]:
-        ref = _result_array(raw, self.key, self.name)
-        test = _result_array(compressed, self.key, self.name)
+        ref = result_array(raw, self.key, self.name)
+        test = result_array(compressed, self.key, self.name)
         check_same_shape(ref, test, what=f"result {self.key!r}")
-        mask = _mask_for(self.mask, ref.shape)
+        mask = mask_for(self.mask, ref.shape)
         data_range = float(reference["data_range"])
         out = {"recon_nrmse": nrmse(ref, test, mask=mask)}
         if np.isfinite(data_range) and data_range > 0:

@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome
-from evaluators.image import _check_mask_param, _mask_for, _reject_unknown, _result_array, check_same_shape
+from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from evaluators.image import check_same_shape
 
 
 def half_set_noise(even: np.ndarray, odd: np.ndarray, *, mask: np.ndarray | None = None) -> float:
@@ -74,20 +74,20 @@ class ReconNoise(Evaluator):
 
     def __init__(self, *, key: str = "recon", half_keys: Sequence[str] = ("recon_even", "recon_odd"),
                  mask: str | None = None, **extra: Any) -> None:
-        _reject_unknown(self.name, extra)
-        _check_mask_param(self.name, mask)
+        reject_unknown(self.name, extra)
+        check_mask_param(self.name, mask)
         super().__init__(key=key, half_keys=tuple(half_keys), mask=mask)
         self.key, self.half_keys, self.mask = key, tuple(half_keys), mask
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
-        even, odd = (_result_array(raw, k, self.name) for k in self.half_keys)
-        return {"noise": half_set_noise(even, odd, mask=_mask_for(self.mask, even.shape))}
+        even, odd = (result_array(raw, k, self.name) for k in self.half_keys)
+        return {"noise": half_set_noise(even, odd, mask=mask_for(self.mask, even.shape))}
 
     def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
-        ref = _result_array(raw, self.key, self.name)
-        test = _result_array(compressed, self.key, self.name)
+        ref = result_array(raw, self.key, self.name)
+        test = result_array(compressed, self.key, self.name)
         noise = float(reference["noise"])
         return {
             "recon_noise_sigma": noise,
-            "recon_error_to_noise": error_to_noise(ref, test, noise=noise, mask=_mask_for(self.mask, ref.shape)),
+            "recon_error_to_noise": error_to_noise(ref, test, noise=noise, mask=mask_for(self.mask, ref.shape)),
         }

@@ -12,15 +12,8 @@ import numpy as np
 from skimage.filters import threshold_multiotsu
 
 from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome
-from evaluators.image import (
-    _check_mask_param,
-    _mask_for,
-    _reject_unknown,
-    _result_array,
-    check_same_shape,
-    slab_bounds,
-)
+from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from evaluators.image import check_same_shape, slab_bounds
 from lossbound.errors import ConfigError
 
 __all__ = ["phase_labels", "dice", "phase_fractions", "Segmentation"]
@@ -161,8 +154,8 @@ class Segmentation(Evaluator):
         mask: str | None = None,
         **extra: Any,
     ) -> None:
-        _reject_unknown(self.name, extra)
-        _check_mask_param(self.name, mask)
+        reject_unknown(self.name, extra)
+        check_mask_param(self.name, mask)
         if thresholds is not None:
             try:
                 thresholds = _check_thresholds(thresholds).tolist()
@@ -178,11 +171,11 @@ class Segmentation(Evaluator):
         self.mask = mask
 
     def _values(self, image: np.ndarray) -> np.ndarray:
-        mask = _mask_for(self.mask, image.shape)
+        mask = mask_for(self.mask, image.shape)
         return image if mask is None else image[..., mask]
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
-        values = self._values(_result_array(raw, self.key, self.name))
+        values = self._values(result_array(raw, self.key, self.name))
         if self.thresholds is not None:
             thresholds = list(self.thresholds)
         else:
@@ -196,8 +189,8 @@ class Segmentation(Evaluator):
         self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]
     ) -> dict[str, float]:
         thresholds = reference["thresholds"]
-        ref = _result_array(raw, self.key, self.name)
-        test = _result_array(compressed, self.key, self.name)
+        ref = result_array(raw, self.key, self.name)
+        test = result_array(compressed, self.key, self.name)
         check_same_shape(ref, test, what=f"result {self.key!r}")
         ref_labels = phase_labels(self._values(ref), thresholds)
         test_labels = phase_labels(self._values(test), thresholds)

@@ -27,20 +27,21 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
-        for name, pts in sorted(curves.items()):
+        for i, (name, pts) in enumerate(sorted(curves.items())):
+            color = f"C{i % 10}"  # explicit: marker-only plots below must not advance the cycle
             pts = sorted(pts, key=lambda p: p.value)
             ok = [p for p in pts if p.status == "ok"]
             xs = [p.value for p in ok]
             ys = [p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel) for p in ok]
             ys = [float("nan") if y is None else y for y in ys]
-            (line,) = ax.plot(xs, ys, "o-", label=name, ms=4)
+            ax.plot(xs, ys, "o-", label=name, ms=4, color=color)
             for p in pts:
                 if p.status != "ok":
-                    ax.plot([p.value], [0.0], "x", color=line.get_color(), ms=8, transform=ax.get_xaxis_transform())
+                    ax.plot([p.value], [0.0], "x", color=color, ms=8, transform=ax.get_xaxis_transform())
                 elif not p.passed:
                     y = p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)
                     if y is not None:
-                        ax.plot([p.value], [y], "o", mfc="none", mec="red", ms=9)
+                        ax.plot([p.value], [y], "o", mfc="none", mec="k", ms=9)
         crit = next((c for c in tolerances if c.metric == panel), None)
         for lim in (crit.min, crit.max) if crit else ():
             if lim is not None:
@@ -54,5 +55,5 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title + "   (red ring: outside tolerance; x: failed point; dashed: limit)", fontsize=10)
+    fig.suptitle(title + "   (ringed: outside tolerance; x: failed point; dashed: limit)", fontsize=10)
     return fig

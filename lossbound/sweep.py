@@ -18,7 +18,7 @@ import yaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from compressors import CodecCrash, CodecSetting, CodecWorker, settings_from_config
+from compressors import CodecSetting, CodecWorker, settings_from_config
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome
 from lossbound.cache import ResultCache
@@ -26,7 +26,7 @@ from lossbound.errors import ConfigError
 from lossbound.hashing import stable_hash
 from lossbound.plots import sweep_figure
 from lossbound.points import PointResult
-from lossbound.thresholds import derive_thresholds, write_thresholds
+from lossbound.thresholds import accumulate_points, derive_thresholds, write_thresholds
 from lossbound.tolerance import Tolerances
 from lossbound.tracking import RunHandle, Tracker
 from pipelines import TECHNIQUES
@@ -139,12 +139,12 @@ class Sweep:
         t0 = time.perf_counter()
         try:
             rt = worker.roundtrip(data.payload_array, setting, timeout=self.cfg["sweep"].get("timeout_s"))
-            point.codec = {k: v for k, v in dataclasses.asdict(rt).items() if k != "decompressed"}
+            point.codec = rt.summary()
             handle.log_metrics(rt.metrics())
-            comp = Outcome(data.with_payload(rt.decompressed), {})
-            comp = Outcome(comp.data, self.technique.run(comp.data, prepared))
+            comp_data = data.with_payload(rt.decompressed)
+            comp = Outcome(comp_data, self.technique.run(comp_data, prepared))
             point.metrics = self.evaluate(raw, comp, references)
-        except (CodecCrash, Exception) as exc:  # one failed point never ends the sweep
+        except Exception as exc:  # CodecCrash included: one failed point never ends the sweep
             point.status = "failed"
             point.reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             log.warning("point %s failed: %s", setting.label, point.reason)
@@ -230,24 +230,30 @@ class Sweep:
                         point.run_id = handle.run_id
                         handle.set_tags({"point_id": point.point_id})
                     points.append(point)
-            codecs, baselines = derive_thresholds(points, criteria=[c.metric for c in self.tolerances])
+            criteria = [c.metric for c in self.tolerances]
+            dataset_info = {"name": data.name, "source": data.source, "sha256": data.checksum}
+            recorded = points
             path = None
             if self.thresholds_dir is not None:
                 path = self.thresholds_dir / f"{tname}.yaml"
+                context = {"technique": tname, "dataset": data.checksum, "pipeline": pipeline,
+                           "evaluators": self.cfg["technique"].get("evaluators"),
+                           "tolerances": self.tolerances.as_dict()}
+                recorded = accumulate_points(path.with_suffix(".points.json"), context, points)
+            codecs, baselines = derive_thresholds(recorded, criteria=criteria)
+            if path is not None:
                 write_thresholds(
-                    path, technique=tname,
-                    dataset={"name": data.name, "source": data.source, "sha256": data.checksum},
-                    pipeline=pipeline, tolerances=self.tolerances.as_dict(),
-                    codecs=codecs, baselines=baselines,
+                    path, technique=tname, dataset=dataset_info, pipeline=pipeline,
+                    tolerances=self.tolerances.as_dict(), codecs=codecs, baselines=baselines,
                 )
                 parent.log_artifact(path)
             parent.log_figure(sweep_figure(points, self.tolerances, title=f"{tname} on {data.name}"), "sweep.png")
-            parent.log_text(format_summary(points, codecs, baselines, metrics=[c.metric for c in self.tolerances]),
-                            "summary.txt")
+            summary = format_summary(points, codecs, baselines, metrics=criteria)
+            parent.log_text(summary, "summary.txt")
             parent.log_text(json.dumps([dataclasses.asdict(p) for p in points], indent=1, default=str), "points.json")
             n_failed = sum(p.status != "ok" for p in points)
             parent.log_metrics({"n_failed_points": n_failed, "n_passed_points": sum(p.passed for p in points)})
-        log.info("\n%s", format_summary(points, codecs, baselines, metrics=[c.metric for c in self.tolerances]))
+        log.info("\n%s", summary)
         if path is not None:
             log.info("thresholds written to %s", path)
         return SweepResult(points, codecs, baselines, path, raw_seconds, hit)

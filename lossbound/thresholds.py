@@ -9,7 +9,9 @@ filter id and ``cd_values`` for readers in other languages.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import json
 import logging
 import os
 import tempfile
@@ -19,6 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from lossbound.hashing import stable_hash
 from lossbound.points import PointResult
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,29 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def accumulate_points(path: Path, context: Mapping[str, Any], points: Iterable[PointResult]) -> list[PointResult]:
+    """All points recorded under ``context``, this sweep's included (newest wins per point_id).
+
+    Kept in a JSON sidecar of the thresholds file, so the jobs of a Hydra multirun (split by
+    codec, by bound, or both) together yield the thresholds a single sweep would. Points
+    recorded under another context (dataset, pipeline, evaluators, tolerances) are dropped.
+    """
+    path = Path(path)
+    key = stable_hash(_plain(context), length=24)
+    known: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            if old.get("context") == key:
+                known = old.get("points", {})
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable point record %s", path)
+    for p in points:
+        known[p.point_id] = dataclasses.asdict(p)
+    _atomic_write(path, json.dumps({"context": key, "points": known}, default=str))
+    return [PointResult(**d) for d in known.values()]
+
+
 def write_thresholds(
     path: Path,
     *,
@@ -132,37 +158,23 @@ def write_thresholds(
     codecs: Mapping[str, Any],
     baselines: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Write (or update) the thresholds file; returns the document written.
-
-    Entries are merged into an existing file only when it was derived from the same dataset,
-    pipeline and tolerances (a Hydra multirun writes one codec per job); otherwise the file
-    is replaced, since thresholds under other conditions are not comparable.
-    """
-    path = Path(path)
-    context = {"technique": technique, "dataset": dict(dataset), "pipeline": dict(pipeline),
-               "tolerances": dict(tolerances)}
-    context = _plain(context)
-    doc: dict[str, Any] = {}
-    if path.exists():
-        try:
-            old = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            old = {}
-        if all(old.get(k) == v for k, v in context.items()):
-            doc = old
-        else:
-            log.info("thresholds file %s was derived under other conditions; replacing it", path)
-    doc.update(context)
+    """Write the thresholds file (replacing it); returns the document written."""
+    doc = _plain({"technique": technique, "dataset": dict(dataset), "pipeline": dict(pipeline),
+                  "tolerances": dict(tolerances)})
     doc["rule"] = RULE
     doc["generated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    doc.setdefault("codecs", {}).update(_plain(codecs))
-    doc.setdefault("baselines", {}).update(_plain(baselines))
+    doc["codecs"] = _plain(codecs)
+    doc["baselines"] = _plain(baselines)
+    _atomic_write(Path(path), yaml.safe_dump(doc, sort_keys=False))
+    return doc
+
+
+def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(doc, fh, sort_keys=False)
+        fh.write(text)
     os.replace(tmp, path)
-    return doc
 
 
 def load_thresholds(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def shared_data() -> Path:
 
 def compose(overrides: list[str]):
     """The project's Hydra config composed as `python -m evaluate <overrides>` would."""
-    import evaluate  # registers the ${lossbound_root:} resolver
+    import evaluate  # noqa: F401 - registers the ${lossbound_root:} resolver
     from hydra import compose as _compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

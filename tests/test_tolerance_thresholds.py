@@ -5,11 +5,10 @@ import math
 
 import numpy as np
 import pytest
-import yaml
 
 from lossbound.errors import ConfigError
 from lossbound.points import PointResult
-from lossbound.thresholds import derive_thresholds, load_thresholds, write_thresholds
+from lossbound.thresholds import accumulate_points, derive_thresholds, load_thresholds, write_thresholds
 from lossbound.tolerance import Tolerances
 from lossbound.tracking import split_finite
 
@@ -62,16 +61,29 @@ def test_threshold_none_when_smallest_bound_fails_or_crashes():
     assert "CodecCrash" in codecs["sz3"]["first_failure"]["why"]
 
 
-def test_write_thresholds_merges_same_context_and_replaces_other(tmp_path):
+def test_points_accumulate_per_context_so_multirun_jobs_combine(tmp_path):
+    """Two multirun jobs, split by bound, give the threshold one sweep over both would."""
+    side = tmp_path / "tomo.points.json"
+    ctx = {"dataset": "a", "tolerances": {"ssim": {"min": 0.9}}}
+    job1 = accumulate_points(side, ctx, [_point(1, True), _point(2, True)])
+    assert derive_thresholds(job1)[0]["sz3"]["bound"] == 2
+    job2 = accumulate_points(side, ctx, [_point(4, True), _point(8, False)])
+    codecs, _ = derive_thresholds(job2)
+    assert codecs["sz3"]["bound"] == 4 and codecs["sz3"]["tested_bounds"] == [1, 2, 4, 8]
+    # a re-run of a point replaces it (newest wins) ...
+    assert len(accumulate_points(side, ctx, [_point(8, True)])) == 4
+    # ... and another context (e.g. other tolerances) starts afresh
+    other = accumulate_points(side, {**ctx, "tolerances": {}}, [_point(16, True)])
+    assert [p.value for p in other] == [16]
+
+
+def test_write_thresholds_round_trips_plain_yaml(tmp_path):
     path = tmp_path / "t.yaml"
-    ctx = dict(technique="tomo", dataset={"sha256": "a"}, pipeline={"b": 1}, tolerances={"ssim": {"min": 0.9}})
-    write_thresholds(path, **ctx, codecs={"sz3": {"bound": 4}}, baselines={})
-    write_thresholds(path, **ctx, codecs={"zfp": {"bound": np.float64(2.0)}}, baselines={})
+    write_thresholds(path, technique="tomo", dataset={"sha256": "a"}, pipeline={"rows": (0, 4)},
+                     tolerances={"ssim": {"min": 0.9}}, codecs={"zfp": {"bound": np.float64(2.0)}}, baselines={})
     doc = load_thresholds(path)
-    assert set(doc["codecs"]) == {"sz3", "zfp"} and doc["codecs"]["zfp"]["bound"] == 2.0
-    ctx["dataset"] = {"sha256": "other"}
-    write_thresholds(path, **ctx, codecs={"sperr": {"bound": 1}}, baselines={})
-    assert set(yaml.safe_load(path.read_text())["codecs"]) == {"sperr"}
+    assert doc["codecs"]["zfp"]["bound"] == 2.0 and doc["pipeline"]["rows"] == [0, 4]
+    assert doc["rule"].startswith("largest tested bound")
 
 
 def test_split_finite_keeps_inf_out_of_metrics():
