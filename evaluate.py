@@ -10,7 +10,7 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from lossbound.errors import InputError
 
@@ -33,7 +33,10 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except (InputError, OmegaConfBaseException) as exc:
         # Bad input is the user's to fix: one line naming what is wrong, no traceback.
-        msg = str(exc).strip().splitlines()[0]
+        if isinstance(exc, MissingMandatoryValue):
+            msg = f"{exc.full_key} is required: set it on the command line, e.g. {exc.full_key}=..."
+        else:
+            msg = str(exc).strip().splitlines()[0]
         log.error(msg)
         sys.exit(f"error: {msg}")
 

@@ -350,3 +350,11 @@ def test_tooth_reconstructs_with_found_center():
     assert np.percentile(rec, 99.5) > 0.005
     assert abs(float(np.median(rec[:, 100:200, 300:340]))) < 5e-4
     assert _digest(TOOTH) == before
+
+
+def test_unknown_pipeline_option_is_a_one_line_config_error():
+    from lossbound.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown option.*centre") as exc:
+        TECHNIQUES.get("tomo")({"centre": 128.0})
+    assert "\n" not in str(exc.value)

@@ -54,8 +54,10 @@ class TomoTechnique(Technique):
     def __init__(self, config: Mapping[str, Any]) -> None:
         config = dict(config or {})
         unknown = sorted(set(config) - set(DEFAULT_CONFIG))
-        if unknown:
-            log.warning("tomo: ignoring unknown pipeline option(s) %s", unknown)
+        if unknown:  # a typo (e.g. 'centre') must not silently run with defaults
+            raise ConfigError(
+                f"tomo pipeline: unknown option(s) {', '.join(unknown)}; expected: {', '.join(DEFAULT_CONFIG)}"
+            )
         rows = {**DEFAULT_CONFIG["rows"], **dict(config.get("rows") or {})}
         merged = {**DEFAULT_CONFIG, **config, "rows": rows}
         if merged["center"] in ("auto", "none", "None"):
