@@ -1,0 +1,36 @@
+"""Every shipped config composes and resolves (glue: no pipeline runs here)."""
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_experiments_compose(name):
+    cfg = compose([f"experiment={name}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.codec, name
+
+
+@pytest.mark.parametrize("name", ["sim_tomo", "tooth"])
+def test_datasets_compose_to_absolute_paths(name):
+    cfg = compose([f"dataset={name}"])
+    assert cfg.dataset.path.startswith(str(ROOT))
+
+
+def test_default_dataset_follows_the_technique():
+    assert compose([]).dataset.name == "sim_tomo"
+    assert compose(["technique=tomo"]).dataset.name == "sim_tomo"
+
+
+def test_single_codec_group_and_tolerance_override():
+    cfg = compose(["codec=zfp", "technique.tolerances.recon_error_to_noise.max=1.0",
+                   "technique.tolerances.proj_bias_sigma=null"])
+    assert list(cfg.codec) == ["zfp"] and cfg.codec.zfp.input_dtype == "float32"
+    from lossbound.tolerance import Tolerances
+
+    tol = Tolerances(OmegaConf.to_container(cfg.technique.tolerances))
+    assert tol.as_dict()["recon_error_to_noise"] == {"max": 1.0}
+    assert "proj_bias_sigma" not in tol.as_dict()
