@@ -45,7 +45,7 @@ def _check_data_range(data_range: float) -> float:
     return data_range
 
 
-def _broadcast_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def broadcast_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
     """Broadcast a boolean mask (e.g. one 2-D mask for a stack) to ``shape`` without copying."""
     if mask is None:
         return None
@@ -166,7 +166,7 @@ def psnr(
     """
     check_same_shape(reference, test)
     data_range = _check_data_range(data_range)
-    mask = _broadcast_mask(mask, np.shape(reference))
+    mask = broadcast_mask(mask, np.shape(reference))
     sq_sum, count = 0.0, 0
     for r, t in _slabs(reference, test, mask):
         sq_sum += float(np.sum((t - r) ** 2))
@@ -210,7 +210,7 @@ def nrmse(
         raise ValueError(
             f"normalization must be 'euclidean', 'min-max' or 'mean', got {normalization!r}"
         )
-    mask = _broadcast_mask(mask, np.shape(reference))
+    mask = broadcast_mask(mask, np.shape(reference))
     err_sq = ref_sq = ref_sum = 0.0
     ref_min, ref_max = np.inf, -np.inf
     count = 0
@@ -311,7 +311,7 @@ def ssim(
     data_range = _check_data_range(data_range)
     reference = np.asarray(reference)
     test = np.asarray(test)
-    mask = _broadcast_mask(mask, reference.shape)
+    mask = broadcast_mask(mask, reference.shape)
     if reference.ndim == 2 or (reference.ndim == 3 and stack_axis is None):
         return _ssim_single(reference, test, data_range=data_range, win_size=win_size, mask=mask)
     if reference.ndim != 3:

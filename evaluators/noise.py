@@ -15,7 +15,13 @@ import numpy as np
 
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
-from evaluators.image import check_same_shape
+from evaluators.image import broadcast_mask, check_same_shape
+
+
+def _masked_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``b - a`` in float64 over the ``mask`` pixels (all pixels when None)."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    return diff if mask is None else diff[broadcast_mask(mask, diff.shape)]
 
 
 def half_set_noise(even: np.ndarray, odd: np.ndarray, *, mask: np.ndarray | None = None) -> float:
@@ -34,10 +40,7 @@ def half_set_noise(even: np.ndarray, odd: np.ndarray, *, mask: np.ndarray | None
         ``std(even - odd) / 2`` over the masked pixels.
     """
     check_same_shape(even, odd, what="half-set reconstruction")
-    diff = np.asarray(even, dtype=np.float64) - np.asarray(odd, dtype=np.float64)
-    if mask is not None:
-        diff = diff[..., np.broadcast_to(mask, diff.shape[-mask.ndim:])]
-    return float(np.std(diff) / 2.0)
+    return float(np.std(_masked_diff(odd, even, mask)) / 2.0)
 
 
 def error_to_noise(reference: np.ndarray, test: np.ndarray, *, noise: float,
@@ -46,9 +49,7 @@ def error_to_noise(reference: np.ndarray, test: np.ndarray, *, noise: float,
     check_same_shape(reference, test)
     if not np.isfinite(noise) or noise <= 0:
         raise ValueError(f"noise must be a finite positive number, got {noise}")
-    diff = np.asarray(test, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
-    if mask is not None:
-        diff = diff[..., np.broadcast_to(mask, diff.shape[-mask.ndim:])]
+    diff = _masked_diff(reference, test, mask)
     return float(np.sqrt(np.mean(diff**2)) / noise)
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +38,18 @@ def small_sim_overrides(tmp_path: Path) -> list[str]:
         "technique.pipeline.max_rows=4",
         "sweep.progress=false",
     ]
+
+
+def rebuilt_filter_max_error(entry: dict, data: np.ndarray) -> float:
+    """Store ``data`` (one frame per chunk) with the filter rebuilt from a thresholds-file entry,
+    read it back through HDF5 and return the measured max absolute error."""
+    from lossbound.thresholds import rebuild_filter
+    import h5py
+
+    arr = data.astype(entry["input_dtype"]) if entry.get("input_dtype") else data
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("d", data=arr, chunks=(1, *arr.shape[1:]), compression=rebuild_filter(entry))
+    with h5py.File(buf, "r") as f:
+        back = f["d"][()]
+    return float(np.abs(back.astype(np.float64) - data).max())

@@ -3,31 +3,18 @@ the built-in data, and the measured tooth scan."""
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
 import sys
 
 import h5py
 import mlflow
-import numpy as np
 import pytest
 
-from conftest import ROOT, compose
+from conftest import ROOT, compose, rebuilt_filter_max_error
 from lossbound.simulate.tomo import simulate_tomo
-from lossbound.thresholds import load_thresholds, rebuild_filter
+from lossbound.thresholds import load_thresholds
 
 pytestmark = pytest.mark.slow
-
-
-def _check_filter_on_new_data(entry: dict, data: np.ndarray) -> float:
-    """Compress unseen data with the rebuilt filter; return the measured max error."""
-    arr = data.astype(entry["input_dtype"]) if entry.get("input_dtype") else data
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        f.create_dataset("d", data=arr, chunks=(1, *arr.shape[1:]), compression=rebuild_filter(entry))
-    with h5py.File(buf, "r") as f:
-        back = f["d"][()]
-    return float(np.abs(back.astype(np.float64) - data).max())
 
 
 def test_default_sweep_as_in_readme(tmp_path):
@@ -47,7 +34,7 @@ def test_default_sweep_as_in_readme(tmp_path):
         assert entry["bound"] is not None, name
         assert entry["bound"] < max(entry["tested_bounds"]), name
         assert entry["criteria"]["recon_error_to_noise"] <= 0.5
-        assert _check_filter_on_new_data(entry, new) <= entry["bound"], name
+        assert rebuilt_filter_max_error(entry, new) <= entry["bound"], name
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tomo")
     children = [r for r in client.search_runs([exp.experiment_id], max_results=500)
@@ -70,5 +57,5 @@ def test_tooth_sweep(tmp_path, shared_data):
         frames = f["exchange/data"][:20]
     for name, entry in res.codecs.items():
         assert entry["bound"] is not None and entry["bound"] < max(entry["tested_bounds"]), name
-        assert _check_filter_on_new_data(entry, frames) <= entry["bound"], name
+        assert rebuilt_filter_max_error(entry, frames) <= entry["bound"], name
     assert hashlib.sha256(tooth.read_bytes()).hexdigest() == before
