@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lossbound.simulate import simulate_tomo  # noqa: E402
+from pipelines.tomo.simulate import simulate_tomo  # noqa: E402
 from pipelines.tomo import recon  # noqa: E402
 
 

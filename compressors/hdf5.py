@@ -15,9 +15,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from lossbound.errors import ConfigError, InputError
+from lossbound.core.errors import ConfigError, InputError
 
-from .specs import CodecSetting
+from .specs import CodecSetting, filter_from_config
 
 __all__ = ["RoundTrip", "filter_from_config", "filter_from_options", "roundtrip"]
 
@@ -138,17 +138,6 @@ def filter_from_options(filter_id: int, cd_values: Sequence[int]) -> Any:
         return hdf5plugin.from_filter_options(int(filter_id), tuple(int(v) for v in cd_values))
     except (ValueError, NotImplementedError) as exc:
         raise ConfigError(f"cannot rebuild filter {filter_id} from cd_values {list(cd_values)}: {exc}") from exc
-
-
-def filter_from_config(plugin_class: str, kwargs: Mapping[str, Any]) -> Any:
-    """``getattr(hdf5plugin, plugin_class)(**kwargs)`` with one-line errors."""
-    cls = getattr(hdf5plugin, plugin_class, None)
-    if not isinstance(cls, type):
-        raise ConfigError(f"hdf5plugin has no filter class {plugin_class!r}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"hdf5plugin.{plugin_class}(**{dict(kwargs)!r}) failed: {exc}") from exc
 
 
 def _convert(data: np.ndarray, input_dtype: str | None) -> np.ndarray:

@@ -19,15 +19,16 @@ from typing import Any, Literal, Union
 import hdf5plugin
 import numpy as np
 
-from lossbound.errors import ConfigError
-from lossbound.hashing import stable_hash
-from lossbound.registry import Registry
+from lossbound.core.errors import ConfigError
+from lossbound.core.hashing import stable_hash
+from lossbound.core.registry import Registry
 
 __all__ = [
     "CODECS",
     "Chunks",
     "CodecSetting",
     "CodecSpec",
+    "filter_from_config",
     "settings_from_config",
 ]
 
@@ -60,6 +61,9 @@ class CodecSpec:
         Modes whose value is a maximum absolute error that :func:`roundtrip` verifies.
     integer_modes : frozenset of str
         Modes whose value must be an integer (compression levels, ZFP precision bits).
+    less_loss_modes : frozenset of str
+        Modes whose larger values mean LESS loss (PSNR targets, rates, precision bits); in
+        every other mode a larger value means more loss. Threshold searches honour it.
     fixed_kwargs : Mapping[str, Any]
         Keyword arguments always passed to the filter class; a mode keyword overrides them.
     notes : str
@@ -74,6 +78,7 @@ class CodecSpec:
     int_unsafe_modes: frozenset[str] = frozenset()
     bounded_modes: frozenset[str] = frozenset()
     integer_modes: frozenset[str] = frozenset()
+    less_loss_modes: frozenset[str] = frozenset()
     fixed_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     notes: str = ""
 
@@ -81,7 +86,7 @@ class CodecSpec:
         # Read-only views: specs are shared module-level singletons.
         object.__setattr__(self, "modes", _frozen_mapping(self.modes))
         object.__setattr__(self, "fixed_kwargs", _frozen_mapping(self.fixed_kwargs))
-        for attr in ("int_unsafe_modes", "bounded_modes", "integer_modes"):
+        for attr in ("int_unsafe_modes", "bounded_modes", "integer_modes", "less_loss_modes"):
             modes = frozenset(getattr(self, attr))
             unknown = modes - set(self.modes)
             if unknown:
@@ -94,6 +99,23 @@ class CodecSpec:
     def filter_class(self) -> type:
         """The hdf5plugin filter class."""
         return getattr(hdf5plugin, self.plugin_class)
+
+
+def filter_from_config(plugin_class: str, kwargs: Mapping[str, Any]) -> Any:
+    """``getattr(hdf5plugin, plugin_class)(**kwargs)`` with one-line errors.
+
+    The one way a filter is built from a class name and keyword arguments: by codec
+    settings and from thresholds-file entries alike.
+    """
+    cls = getattr(hdf5plugin, plugin_class, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"hdf5plugin has no filter class {plugin_class!r}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"rejected by hdf5plugin.{plugin_class}(**{dict(kwargs)!r}): {msg}") from exc
+
 
 
 CODECS: Registry[CodecSpec] = Registry("codec")
@@ -197,6 +219,17 @@ class CodecSetting:
     def bounded(self) -> bool:
         """True when ``value`` is a max-absolute-error bound checked after the round trip."""
         return self.mode is not None and self.mode in self.spec.bounded_modes
+
+    @property
+    def loss_grows_with_value(self) -> bool:
+        """True when a larger ``value`` means more loss (error bounds); False for PSNR
+        targets, rates and precision bits."""
+        return self.mode not in self.spec.less_loss_modes
+
+    @property
+    def integer_valued(self) -> bool:
+        """True when the mode takes integer values only."""
+        return self.mode is not None and self.mode in self.spec.integer_modes
 
     @property
     def label(self) -> str:
@@ -314,12 +347,10 @@ class CodecSetting:
 
     def make_filter(self) -> Any:
         """The hdf5plugin filter object (a mapping usable as ``**filter`` in create_dataset)."""
-        spec = self.spec
         try:
-            return spec.filter_class(**self.plugin_kwargs())
-        except (TypeError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"codec setting {self.label!r} rejected by hdf5plugin.{spec.plugin_class}: {msg}") from exc
+            return filter_from_config(self.spec.plugin_class, self.plugin_kwargs())
+        except ConfigError as exc:
+            raise ConfigError(f"codec setting {self.label!r} {exc}") from exc
 
     def chunk_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Resolve :attr:`chunks` for data of ``shape``.
@@ -342,7 +373,7 @@ class CodecSetting:
         return tuple(min(c, s) for c, s in zip(self.chunks, shape))
 
 
-_CONFIG_KEYS = {"codec", "mode", "bounds", "input_dtype", "chunks", "name", "description"}
+_CONFIG_KEYS = {"codec", "mode", "bounds", "bracket", "input_dtype", "chunks", "name", "description"}
 
 
 def settings_from_config(name: str, cfg: Mapping[str, Any]) -> list[CodecSetting]:
@@ -408,6 +439,7 @@ _register(
             "psnr": "peak_signal_to_noise_ratio",
         },
         bounded_modes=frozenset({"absolute"}),
+        less_loss_modes=frozenset({"psnr"}),
         notes="works on integer data directly; a bound < 1 on ints is lossless",
     )
 )
@@ -429,6 +461,7 @@ _register(
         float_only=True,
         bounded_modes=frozenset({"absolute"}),
         integer_modes=frozenset({"precision"}),
+        less_loss_modes=frozenset({"precision", "rate"}),
         notes="rejects uint16; on int32/uint32 the absolute bound is not honoured",
     )
 )
@@ -439,6 +472,7 @@ _register(
         modes={"absolute": "absolute", "rate": "rate", "psnr": "peak_signal_to_noise_ratio"},
         float_only=True,
         bounded_modes=frozenset({"absolute"}),
+        less_loss_modes=frozenset({"rate", "psnr"}),
         notes="segfaults or returns garbage on integer data",
     )
 )

@@ -3,6 +3,6 @@
 Each evaluator is an :class:`evaluators.base.Evaluator` subclass registered in ``EVALUATORS``;
 the pure metric functions they call live beside them (skimage.metrics style).
 """
-from lossbound.registry import Registry
+from lossbound.core.registry import Registry
 
 EVALUATORS: Registry = Registry("evaluator", package=__name__)

@@ -1,29 +1,25 @@
-"""Evaluator interface."""
+"""Evaluator interface and the helpers every evaluator shares."""
 from __future__ import annotations
 
 import abc
-import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.errors import ConfigError
-from pipelines.base import Dataset, Result
+from lossbound.core.errors import ConfigError
+from lossbound.core.masks import circle_mask
+from lossbound.core.types import Outcome
 
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """A dataset (raw or decompressed) and the science result computed from it."""
-
-    data: Dataset
-    result: Result
+__all__ = ["Evaluator", "Outcome", "check_mask_param", "mask_for", "reject_unknown", "result_array"]
 
 
 class Evaluator(abc.ABC):
     """Compares outcomes; configured once from keyword parameters.
 
     ``reference`` runs once per dataset on the raw outcome (e.g. segmentation thresholds,
-    raw FRC resolution) and its output is handed to every ``compare`` call.
+    raw FRC resolution) and its output is handed to every ``compare`` call. ``metrics``
+    names every key ``compare`` returns, so two evaluators writing the same metric are
+    caught as a configuration error before a study starts.
     """
 
     name: str = ""
@@ -39,8 +35,6 @@ class Evaluator(abc.ABC):
         """Metric name -> value (floats; NaN where undefined)."""
 
 
-# Helpers shared by evaluators: parameter checks and result look-up with clear errors.
-
 def reject_unknown(evaluator: str, extra: Mapping[str, Any]) -> None:
     if extra:
         raise ConfigError(
@@ -49,8 +43,12 @@ def reject_unknown(evaluator: str, extra: Mapping[str, Any]) -> None:
 
 
 def check_mask_param(evaluator: str, mask: Any) -> None:
-    if mask not in (None, "circle"):
-        raise ConfigError(f"evaluator {evaluator!r}: mask must be null or 'circle', got {mask!r}")
+    """``mask`` is null, 'circle', or the name of a boolean array the data carries."""
+    if mask is not None and (not isinstance(mask, str) or not mask):
+        raise ConfigError(
+            f"evaluator {evaluator!r}: mask must be null, 'circle' or the name of a boolean array "
+            f"in the result or dataset, got {mask!r}"
+        )
 
 
 def result_array(outcome: Outcome, key: str, evaluator: str) -> np.ndarray:
@@ -64,8 +62,39 @@ def result_array(outcome: Outcome, key: str, evaluator: str) -> np.ndarray:
         ) from None
 
 
-def mask_for(mask: str | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The mask named by an evaluator's ``mask`` parameter (None = all pixels)."""
-    from evaluators.image import circle_mask
+def mask_for(mask: str | None, shape: tuple[int, ...], raw: Outcome | None = None,
+             *, evaluator: str = "") -> np.ndarray | None:
+    """The mask an evaluator's ``mask`` parameter names, for images of ``shape``.
 
-    return circle_mask(shape) if mask == "circle" else None
+    ``None``: all pixels. ``'circle'``: the inscribed circle of the last two axes. Any other
+    name: a boolean array of the raw result, else of the raw dataset (``'payload_mask'`` is
+    the dataset's valid-pixel mask); it must broadcast to ``shape``.
+    """
+    if mask is None:
+        return None
+    if mask == "circle":
+        return circle_mask(shape)
+    found = None
+    if raw is not None:
+        if mask in raw.result:
+            found = raw.result[mask]
+        elif mask == "payload_mask" and raw.data.mask is not None:
+            found = raw.data.mask
+        elif mask in raw.data.arrays:
+            found = raw.data.arrays[mask]
+    if found is None:
+        available = sorted(raw.result) + sorted(raw.data.arrays) if raw is not None else []
+        raise ConfigError(
+            f"evaluator {evaluator!r}: mask {mask!r} is neither 'circle' nor an array of the data; "
+            f"available: {', '.join(available) or 'none'}"
+        )
+    found = np.asarray(found)
+    if found.dtype != bool:
+        raise ConfigError(f"evaluator {evaluator!r}: mask {mask!r} has dtype {found.dtype}; expected bool")
+    try:
+        np.broadcast_shapes(found.shape, tuple(shape))
+    except ValueError:
+        raise ConfigError(
+            f"evaluator {evaluator!r}: mask {mask!r} of shape {found.shape} does not fit images of shape {tuple(shape)}"
+        ) from None
+    return found

@@ -16,7 +16,8 @@ import numpy as np
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome, reject_unknown
 from evaluators.image import check_same_shape, psnr_from_mse, slab_bounds
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
+from lossbound.core.noise import poisson_sigma
 
 __all__ = ["max_abs_error", "poisson_sigma", "error_in_sigma", "Distortion"]
 
@@ -50,61 +51,6 @@ def max_abs_error(reference: np.ndarray, test: np.ndarray) -> float:
         diff = np.asarray(test[sl], dtype=np.float64) - np.asarray(reference[sl], dtype=np.float64)
         worst = max(worst, float(np.max(np.abs(diff))))
     return worst
-
-
-def poisson_sigma(
-    counts: np.ndarray,
-    *,
-    offset: float | np.ndarray = 0.0,
-    adu_per_photon: float = 1.0,
-    read_noise: float = 0.0,
-    floor: float | None = None,
-) -> np.ndarray:
-    """Per-pixel noise sigma (in ADU) of a photon-counting measurement.
-
-    ``sigma = max(sqrt(adu_per_photon * max(counts - offset, 0) + read_noise**2), floor)``
-
-    Parameters
-    ----------
-    counts : ndarray
-        Measured values in ADU.
-    offset : float or ndarray, optional
-        Dark level in ADU (e.g. the mean dark frame), broadcast against ``counts``.
-    adu_per_photon : float, optional
-        Detector gain ``g``. A signal of ``S`` ADU is ``S / g`` photons, so its variance
-        is ``g**2 * S / g = g * S`` ADU^2.
-    read_noise : float, optional
-        Gaussian read-noise sigma in ADU, added in quadrature.
-    floor : float, optional
-        Lower bound of sigma, so pixels with no signal above the dark level do not give
-        a zero sigma (and infinite error in sigma).  Default ``adu_per_photon``: the sigma
-        of a one-photon signal (``sqrt(g * g)``), i.e. in a dark pixel an error of one
-        photon counts as one sigma.
-
-    Returns
-    -------
-    sigma : ndarray of float64
-        Broadcast shape of ``counts`` and ``offset``; every value >= ``floor`` > 0.
-
-    Raises
-    ------
-    ValueError
-        For a non-positive gain or floor, or negative read noise.
-    """
-    adu_per_photon = float(adu_per_photon)
-    read_noise = float(read_noise)
-    if not (np.isfinite(adu_per_photon) and adu_per_photon > 0):
-        raise ValueError(f"adu_per_photon must be a finite positive number, got {adu_per_photon}")
-    if not (np.isfinite(read_noise) and read_noise >= 0):
-        raise ValueError(f"read_noise must be finite and >= 0, got {read_noise}")
-    floor = adu_per_photon if floor is None else float(floor)
-    if not (np.isfinite(floor) and floor > 0):
-        raise ValueError(f"floor must be a finite positive number, got {floor}")
-    signal = np.asarray(counts, dtype=np.float64) - np.asarray(offset, dtype=np.float64)
-    np.maximum(signal, 0.0, out=signal)
-    variance = adu_per_photon * signal
-    variance += read_noise**2
-    return np.maximum(np.sqrt(variance, out=variance), floor, out=variance)
 
 
 def error_in_sigma(reference: np.ndarray, test: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -159,6 +105,9 @@ class Distortion(Evaluator):
         Read-noise sigma in ADU (default 0).
     floor : float, optional
         Minimum sigma (default: ``adu_per_photon``, see :func:`poisson_sigma`).
+
+    Pixels outside the dataset's valid-pixel mask (``Dataset.mask``), when it has one, are
+    left out of every metric.
 
     Output keys
     -----------
@@ -235,6 +184,8 @@ class Distortion(Evaluator):
                 f"the payload frames {ref.shape}"
             ) from None
 
+        # The dataset's valid-pixel mask (if it carries one): invalid pixels are not measured.
+        valid = None if raw.data.mask is None else np.broadcast_to(raw.data.mask, ref.shape)
         # One pass over slabs of the first axis, accumulating everything in float64.
         n = 0
         sq_err = sum_err = sum_sigma = sq_z = 0.0
@@ -249,6 +200,9 @@ class Distortion(Evaluator):
                 read_noise=self.read_noise,
                 floor=self.floor,
             )
+            if valid is not None:
+                keep = valid[sl]
+                err, sigma = err[keep], sigma[keep]
             z = err / sigma
             n += err.size
             if err.size == 0:

@@ -23,7 +23,7 @@ from scipy.signal.windows import tukey
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
 from evaluators.image import check_same_shape
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
 
 __all__ = ["frc_curve", "frc_threshold", "frc_resolution", "FRCResolution", "FRC"]
 

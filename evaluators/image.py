@@ -5,8 +5,8 @@ skimage guesses it from the dtype, which for float reconstructions is meaningles
 slice would get a range of 2 and a wildly optimistic PSNR).  Large stacks are processed in
 slabs along the first axis so a float64 copy of the whole volume is never made.
 
-The helpers ``circle_mask``, ``check_same_shape`` and the private evaluator helpers are shared
-by the other evaluator modules of this package.
+``check_same_shape`` and ``slab_bounds`` are shared by the other evaluator modules of this package;
+masks come from :mod:`lossbound.core.masks`.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from skimage.metrics import structural_similarity
 
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from lossbound.core.masks import broadcast_mask, circle_mask
 
 __all__ = ["circle_mask", "check_same_shape", "psnr", "nrmse", "ssim", "ImageQuality"]
 
@@ -43,19 +44,6 @@ def _check_data_range(data_range: float) -> float:
     if not np.isfinite(data_range) or data_range <= 0:
         raise ValueError(f"data_range must be a finite positive number, got {data_range}")
     return data_range
-
-
-def broadcast_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Broadcast a boolean mask (e.g. one 2-D mask for a stack) to ``shape`` without copying."""
-    if mask is None:
-        return None
-    mask = np.asarray(mask, dtype=bool)
-    try:
-        return np.broadcast_to(mask, shape)
-    except ValueError:
-        raise ValueError(
-            f"mask shape {mask.shape} cannot be broadcast to the image shape {shape}"
-        ) from None
 
 
 def slab_bounds(
@@ -91,38 +79,6 @@ def _slabs(
             m = mask[sl]
             r, t = r[m], t[m]
         yield r, t
-
-
-def circle_mask(shape: tuple[int, ...], *, ratio: float = 1.0) -> np.ndarray:
-    """Boolean mask of the reconstruction circle over the last two axes of ``shape``.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Image or stack shape; only the last two entries (rows, columns) are used.
-    ratio : float, optional
-        Radius as a fraction of half the smaller image side (1.0 = inscribed circle).
-
-    Returns
-    -------
-    mask : (rows, columns) ndarray of bool
-        True inside the circle; broadcasts against a stack of slices.
-
-    Notes
-    -----
-    Parallel-beam FBP only has full angular coverage inside the inscribed circle; outside
-    it the values depend on the backend (zeros, or unconstrained streaks), so including
-    them would make metrics compare backend conventions rather than compression damage.
-    """
-    if len(shape) < 2:
-        raise ValueError(f"circle_mask needs at least 2-D shape, got {tuple(shape)}")
-    if not 0 < ratio <= np.sqrt(2):
-        raise ValueError(f"ratio must be in (0, sqrt(2)], got {ratio}")
-    ny, nx = shape[-2:]
-    y = np.arange(ny) - (ny - 1) / 2
-    x = np.arange(nx) - (nx - 1) / 2
-    radius = ratio * min(ny, nx) / 2
-    return (y[:, None] ** 2 + x[None, :] ** 2) <= radius**2
 
 
 # --------------------------------------------------------------------------- metrics
@@ -347,26 +303,31 @@ class ImageQuality(Evaluator):
     ----------
     key : str
         Result array to compare (default ``'recon'``).
-    mask : {None, 'circle'}
-        ``'circle'`` restricts all metrics to the reconstruction circle (default None).
+    mask : None, 'circle' or str
+        ``'circle'`` restricts all metrics to the reconstruction circle; another name is a
+        boolean array of the raw result or dataset (default None: all pixels).
+    prefix : str
+        Metric name prefix (default ``'recon'``).
 
-    Output keys: ``recon_psnr`` (dB), ``recon_ssim``, ``recon_nrmse`` (euclidean).
+    Output keys: ``<prefix>_psnr`` (dB), ``<prefix>_ssim``, ``<prefix>_nrmse`` (euclidean).
     The PSNR/SSIM data range is the raw result's max - min (inside the mask), fixed once
     per dataset by :meth:`reference`.
     """
 
     name = "image_quality"
 
-    def __init__(self, *, key: str = "recon", mask: str | None = None, **extra: Any) -> None:
+    def __init__(self, *, key: str = "recon", mask: str | None = None, prefix: str = "recon",
+                 **extra: Any) -> None:
         reject_unknown(self.name, extra)
         check_mask_param(self.name, mask)
-        super().__init__(key=key, mask=mask)
+        super().__init__(key=key, mask=mask, prefix=prefix)
         self.key = key
         self.mask = mask
+        self.prefix = str(prefix)
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
         image = result_array(raw, self.key, self.name)
-        mask = mask_for(self.mask, image.shape)
+        mask = mask_for(self.mask, image.shape, raw, evaluator=self.name)
         values = image if mask is None else image[..., mask]
         return {"data_range": float(np.nanmax(values) - np.nanmin(values))}
 
@@ -376,13 +337,12 @@ class ImageQuality(Evaluator):
         ref = result_array(raw, self.key, self.name)
         test = result_array(compressed, self.key, self.name)
         check_same_shape(ref, test, what=f"result {self.key!r}")
-        mask = mask_for(self.mask, ref.shape)
+        mask = mask_for(self.mask, ref.shape, raw, evaluator=self.name)
         data_range = float(reference["data_range"])
-        out = {"recon_nrmse": nrmse(ref, test, mask=mask)}
+        nan = float("nan")
+        psnr_value = ssim_value = nan  # a constant raw result has no intensity scale
         if np.isfinite(data_range) and data_range > 0:
-            out["recon_psnr"] = psnr(ref, test, data_range=data_range, mask=mask)
-            out["recon_ssim"] = ssim(ref, test, data_range=data_range, mask=mask)
-        else:
-            # A constant raw result has no intensity scale; PSNR/SSIM are undefined.
-            out["recon_psnr"] = out["recon_ssim"] = float("nan")
-        return {k: out[k] for k in ("recon_psnr", "recon_ssim", "recon_nrmse")}
+            psnr_value = psnr(ref, test, data_range=data_range, mask=mask)
+            ssim_value = ssim(ref, test, data_range=data_range, mask=mask)
+        p = self.prefix
+        return {f"{p}_psnr": psnr_value, f"{p}_ssim": ssim_value, f"{p}_nrmse": nrmse(ref, test, mask=mask)}

@@ -63,32 +63,34 @@ class ReconNoise(Evaluator):
         Full reconstruction (default ``'recon'``).
     half_keys : pair of str
         Half-set reconstructions (default ``('recon_even', 'recon_odd')``).
-    mask : {None, 'circle'}
-        Restrict to the reconstruction circle.
+    mask : None, 'circle' or str
+        Restrict to the reconstruction circle, or to a boolean array of the data.
+    prefix : str
+        Metric name prefix (default ``'recon'``).
 
-    Output keys: ``recon_noise_sigma`` (raw noise estimate, μ units) and
-    ``recon_error_to_noise`` (RMS compression error / that noise; 0.3 means the total noise
+    Output keys: ``<prefix>_noise_sigma`` (raw noise estimate, μ units) and
+    ``<prefix>_error_to_noise`` (RMS compression error / that noise; 0.3 means the total noise
     grows by sqrt(1 + 0.3²) - 1 = 4.4 %).
     """
 
     name = "recon_noise"
 
     def __init__(self, *, key: str = "recon", half_keys: Sequence[str] = ("recon_even", "recon_odd"),
-                 mask: str | None = None, **extra: Any) -> None:
+                 mask: str | None = None, prefix: str = "recon", **extra: Any) -> None:
         reject_unknown(self.name, extra)
         check_mask_param(self.name, mask)
-        super().__init__(key=key, half_keys=tuple(half_keys), mask=mask)
-        self.key, self.half_keys, self.mask = key, tuple(half_keys), mask
+        super().__init__(key=key, half_keys=tuple(half_keys), mask=mask, prefix=prefix)
+        self.key, self.half_keys, self.mask, self.prefix = key, tuple(half_keys), mask, str(prefix)
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
         even, odd = (result_array(raw, k, self.name) for k in self.half_keys)
-        return {"noise": half_set_noise(even, odd, mask=mask_for(self.mask, even.shape))}
+        return {"noise": half_set_noise(even, odd, mask=mask_for(self.mask, even.shape, raw, evaluator=self.name))}
 
     def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
         ref = result_array(raw, self.key, self.name)
         test = result_array(compressed, self.key, self.name)
         noise = float(reference["noise"])
         return {
-            "recon_noise_sigma": noise,
-            "recon_error_to_noise": error_to_noise(ref, test, noise=noise, mask=mask_for(self.mask, ref.shape)),
+            f"{self.prefix}_noise_sigma": noise,
+            f"{self.prefix}_error_to_noise": error_to_noise(ref, test, noise=noise, mask=mask_for(self.mask, ref.shape, raw, evaluator=self.name)),
         }

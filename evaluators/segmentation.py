@@ -14,7 +14,7 @@ from skimage.filters import threshold_multiotsu
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
 from evaluators.image import check_same_shape, slab_bounds
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
 
 __all__ = ["phase_labels", "dice", "phase_fractions", "Segmentation"]
 
@@ -170,12 +170,12 @@ class Segmentation(Evaluator):
         self.thresholds = thresholds
         self.mask = mask
 
-    def _values(self, image: np.ndarray) -> np.ndarray:
-        mask = mask_for(self.mask, image.shape)
+    def _values(self, image: np.ndarray, raw: Outcome) -> np.ndarray:
+        mask = mask_for(self.mask, image.shape, raw, evaluator=self.name)
         return image if mask is None else image[..., mask]
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
-        values = self._values(result_array(raw, self.key, self.name))
+        values = self._values(result_array(raw, self.key, self.name), raw)
         if self.thresholds is not None:
             thresholds = list(self.thresholds)
         else:
@@ -192,8 +192,8 @@ class Segmentation(Evaluator):
         ref = result_array(raw, self.key, self.name)
         test = result_array(compressed, self.key, self.name)
         check_same_shape(ref, test, what=f"result {self.key!r}")
-        ref_labels = phase_labels(self._values(ref), thresholds)
-        test_labels = phase_labels(self._values(test), thresholds)
+        ref_labels = phase_labels(self._values(ref, raw), thresholds)
+        test_labels = phase_labels(self._values(test, raw), thresholds)
         dices = [dice(ref_labels, test_labels, label=i) for i in range(self.n_phases)]
         change = np.abs(
             phase_fractions(test_labels, n_phases=self.n_phases)

@@ -3,6 +3,6 @@
 Each technique is a :class:`pipelines.base.Technique` subclass registered in ``TECHNIQUES``;
 a new technique is a new module (or sub-package) here plus a ``conf/technique/<name>.yaml``.
 """
-from lossbound.registry import Registry
+from lossbound.core.registry import Registry
 
 TECHNIQUES: Registry = Registry("technique", package=__name__)

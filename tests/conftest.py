@@ -43,7 +43,7 @@ def small_sim_overrides(tmp_path: Path) -> list[str]:
 def rebuilt_filter_max_error(entry: dict, data: np.ndarray) -> float:
     """Store ``data`` (one frame per chunk) with the filter rebuilt from a thresholds-file entry,
     read it back through HDF5 and return the measured max absolute error."""
-    from lossbound.thresholds import rebuild_filter
+    from lossbound.study.thresholds import rebuild_filter
     import h5py
 
     arr = data.astype(entry["input_dtype"]) if entry.get("input_dtype") else data

@@ -22,7 +22,7 @@ from compressors import (
     roundtrip,
     settings_from_config,
 )
-from lossbound.errors import ConfigError, InputError
+from lossbound.core.errors import ConfigError, InputError
 
 LOSSY = ["sz3", "sz", "zfp", "sperr"]
 LOSSLESS = ["bitshuffle_lz4", "zstd", "blosc2"]

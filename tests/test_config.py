@@ -29,7 +29,7 @@ def test_single_codec_group_and_tolerance_override():
     cfg = compose(["codec=zfp", "technique.tolerances.recon_error_to_noise.max=1.0",
                    "technique.tolerances.proj_bias_sigma=null"])
     assert list(cfg.codec) == ["zfp"] and cfg.codec.zfp.input_dtype == "float32"
-    from lossbound.tolerance import Tolerances
+    from lossbound.study.tolerance import Tolerances
 
     tol = Tolerances(OmegaConf.to_container(cfg.technique.tolerances))
     assert tol.as_dict()["recon_error_to_noise"] == {"max": 1.0}

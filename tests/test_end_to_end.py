@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose, rebuilt_filter_max_error, small_sim_overrides
-from lossbound.thresholds import load_thresholds
+from lossbound.study.thresholds import load_thresholds
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,8 @@ def sweep_result(tmp_path_factory):
     import evaluate
 
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "sweep.bounds=[1,8,4096]"])
+    cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "search=grid", "sweep.bounds=[1,8,4096]",
+                                              "tracking.figures=all"])
     return tmp, evaluate.run(cfg)
 
 
@@ -36,20 +37,27 @@ def test_sweep_logs_one_mlflow_run_per_point(sweep_result):
     for key in ("ratio", "compress_mbps", "decompress_mbps", "max_abs_error", "recon_ssim", "frc_resolution_change",
                 "seg_dice_min", "proj_rms_error_sigma", "passed"):
         assert key in sz3_1.data.metrics, key
-    assert len(sz3_1.data.params["dataset_sha256"]) == 64
     assert sz3_1.data.tags["point_id"] in {p.point_id for p in res.points}
-    arts = {a.path for a in client.list_artifacts(sz3_1.info.run_id)}
-    assert {"comparison.png", "config.yaml"} <= arts
+    assert sz3_1.info.run_name == "tomo · sim_small · sz3 absolute=1"
+    assert {a.path for a in client.list_artifacts(sz3_1.info.run_id)} == {"comparison.png"}
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert {"sweep.png", "summary.txt", "tomo.yaml"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert len(parent.data.params["dataset_sha256"]) == 64
+    assert {"sweep.png", "summary.txt", "tomo.yaml", "config.yaml"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    (dataset_input,) = parent.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "sim_tomo" and len(dataset_input.dataset.digest) >= 32
 
 
 def test_thresholds_file_rebuilds_a_filter_that_keeps_its_bound(sweep_result):
     tmp, res = sweep_result
     doc = load_thresholds(tmp / "runs" / "thresholds" / "tomo.yaml")
     assert set(doc["codecs"]) == {"sz3", "zfp"}
-    assert set(doc["baselines"]) == {"bitshuffle_lz4", "zstd"}
-    sz3 = doc["codecs"]["sz3"]
+    entry = doc["datasets"]["sim_tomo"]
+    assert set(entry["baselines"]) == {"bitshuffle_lz4", "zstd"}
+    assert entry["dataset"]["sha256"] and entry["versions"]["hdf5plugin"] and entry["date"]
+    sz3 = entry["codecs"]["sz3"]
+    assert sz3["search"]["strategy"] == "grid" and sz3["evaluations"] == 3 and sz3["mlflow_run_id"]
+    assert doc["codecs"]["sz3"]["bound"] == sz3["bound"] and doc["codecs"]["sz3"]["limiting_dataset"] == "sim_tomo"
     # bound 1 count is far below the photon noise: it must pass; 4096 counts must not
     assert sz3["bound"] in (1, 8)
     assert sz3["first_failure"]["bound"] in (8, 4096)
@@ -62,35 +70,42 @@ def test_thresholds_file_rebuilds_a_filter_that_keeps_its_bound(sweep_result):
 def test_raw_result_is_cached_between_sweeps(tmp_path):
     import evaluate
 
-    overrides = small_sim_overrides(tmp_path) + ["codec=[sz3]", "sweep.bounds=[2]", "sweep.baselines=[]",
-                                                 "tracking.log_figures=false"]
+    overrides = small_sim_overrides(tmp_path) + ["codec=[sz3]", "search=grid", "sweep.bounds=[2]",
+                                                 "sweep.baselines=[]", "paths.journal_dir=null"]
+    from lossbound.study import context
+
     first = evaluate.run(compose(overrides))
+    context._CONTEXTS.clear()  # a new process: only the disk cache is left
     second = evaluate.run(compose(overrides))
     assert not first.raw_cached and second.raw_cached
     assert first.points[0].metrics == pytest.approx(second.points[0].metrics)
 
 
-def test_a_crashing_point_is_recorded_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
+def test_a_crashing_point_is_recorded_failed_and_the_study_goes_on(tmp_path, monkeypatch):
     import evaluate
-    from lossbound import sweep as sweep_mod
+    from pipelines.tomo.technique import TomoTechnique
 
-    real_run_point = sweep_mod.Sweep._run_point
-    calls = []
+    real_run = TomoTechnique.run
 
-    def flaky(self, setting, raw, prepared, refs, worker, handle):
-        calls.append(setting.label)
-        if setting.value == 4:  # the pipeline blows up on this point only
-            orig = self.technique.run
-            self.technique.run = lambda *a, **k: (_ for _ in ()).throw(MemoryError("simulated"))
-            try:
-                return real_run_point(self, setting, raw, prepared, refs, worker, handle)
-            finally:
-                self.technique.run = orig
-        return real_run_point(self, setting, raw, prepared, refs, worker, handle)
+    def flaky(self, data, prepared):
+        # the pipeline blows up on one compressed payload only (sz3 at 4 counts: max error 4)
+        payload = data.payload_array
+        raw = self._raw_for_test if hasattr(self, "_raw_for_test") else None
+        if raw is not None and abs(payload.astype(float) - raw).max() == 4:
+            raise MemoryError("simulated")
+        return real_run(self, data, prepared)
 
-    monkeypatch.setattr(sweep_mod.Sweep, "_run_point", flaky)
+    real_prepare = TomoTechnique.prepare
+
+    def remember(self, raw):
+        self._raw_for_test = raw.payload_array.astype(float)
+        return real_prepare(self, raw)
+
+    monkeypatch.setattr(TomoTechnique, "run", flaky)
+    monkeypatch.setattr(TomoTechnique, "prepare", remember)
     res = evaluate.run(compose(small_sim_overrides(tmp_path) + [
-        "codec=[sz3]", "sweep.bounds=[2,4,8]", "sweep.baselines=[]", "tracking.log_figures=false"]))
+        "codec=[sz3]", "search=grid", "sweep.bounds=[2,4,8]", "sweep.baselines=[]", "sweep.workers=1",
+        "technique.pipeline.max_rows=3"]))  # another pipeline than other tests: no cached raw result
     status = {p.value: p.status for p in res.points}
     assert status == {2: "ok", 4: "failed", 8: "ok"}
     failed = next(p for p in res.points if p.status == "failed")
@@ -117,7 +132,7 @@ def test_missing_input_file_is_one_line_and_nonzero_exit(tmp_path):
 
 def test_unknown_tolerance_metric_is_a_config_error(tmp_path):
     import evaluate
-    from lossbound.errors import ConfigError
+    from lossbound.core.errors import ConfigError
 
     cfg = compose(small_sim_overrides(tmp_path) + ["codec=[sz3]", "sweep.bounds=[2]",
                                                    "+technique.tolerances.not_a_metric={min: 1}"])

@@ -13,7 +13,7 @@ from evaluators.distortion import error_in_sigma, max_abs_error, poisson_sigma
 from evaluators.frc import frc_curve, frc_resolution, frc_threshold
 from evaluators.image import circle_mask, nrmse, psnr, ssim
 from evaluators.segmentation import dice, phase_fractions, phase_labels
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
 from pipelines.base import Dataset
 
 # --------------------------------------------------------------------------- fixtures
@@ -430,10 +430,12 @@ def test_evaluator_configuration_errors():
     with pytest.raises(ConfigError, match="unknown parameter"):
         _make("image_quality", keyy="recon")
     with pytest.raises(ConfigError, match="mask"):
-        _make("segmentation", mask="square")
+        _make("segmentation", mask=3)
     with pytest.raises(ConfigError, match="threshold"):
         _make("frc", threshold="quarter-bit")
     raw = _outcome(_phantom())
+    with pytest.raises(ConfigError, match="mask 'square' is neither 'circle' nor an array"):
+        _make("segmentation", mask="square").reference(raw)
     ev = _make("image_quality", key="volume")
     with pytest.raises(ConfigError, match="no key 'volume'.*recon"):
         ev.reference(raw)
@@ -454,3 +456,24 @@ def test_slabbed_image_metrics_equal_unslabbed(monkeypatch):
     monkeypatch.setattr(image, "_SLAB_ELEMENTS", 200)  # one 144-pixel slice per slab
     sliced = [psnr(ref, test, data_range=1.0, mask=mask), nrmse(ref, test, mask=mask)]
     assert sliced == pytest.approx(whole, rel=1e-12)
+
+
+def test_masks_come_from_the_data_and_prefixes_rename_metrics():
+    """A boolean array the result carries works as a mask; it equals the circle it holds."""
+    from lossbound.core.masks import circle_mask
+
+    raw = _outcome(_phantom())
+    recon = raw.result["recon"]
+    rng = np.random.default_rng(3)
+    noisy = recon + rng.normal(0, 0.01, recon.shape).astype(recon.dtype)
+    raw = Outcome(raw.data, {**raw.result, "valid": circle_mask(recon.shape)})
+    comp = Outcome(raw.data, {**raw.result, "recon": noisy})
+    by_circle = _make("image_quality", mask="circle")
+    by_data = _make("image_quality", mask="valid", prefix="slice")
+    a = by_circle.compare(raw, comp, by_circle.reference(raw))
+    b = by_data.compare(raw, comp, by_data.reference(raw))
+    assert set(b) == {"slice_psnr", "slice_ssim", "slice_nrmse"}
+    assert b["slice_psnr"] == pytest.approx(a["recon_psnr"]) and b["slice_nrmse"] == pytest.approx(a["recon_nrmse"])
+    with pytest.raises(ConfigError, match="dtype"):
+        bad = Outcome(raw.data, {**raw.result, "valid": recon})
+        _make("image_quality", mask="valid").reference(bad)

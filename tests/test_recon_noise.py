@@ -9,7 +9,7 @@ from evaluators import EVALUATORS
 from evaluators.base import Outcome
 from evaluators.image import circle_mask
 from evaluators.noise import error_to_noise, half_set_noise
-from lossbound.simulate.tomo import simulate_tomo
+from pipelines.tomo.simulate import simulate_tomo
 from pipelines import TECHNIQUES
 from pipelines.base import Dataset
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossbound.simulate import (
+from pipelines.tomo.simulate import (
     MATERIALS,
     read_simulation_attrs,
     simulate_tomo,

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 
 from conftest import ROOT, compose, rebuilt_filter_max_error
-from lossbound.simulate.tomo import simulate_tomo
-from lossbound.thresholds import load_thresholds
+from pipelines.tomo.simulate import simulate_tomo
+from lossbound.study.thresholds import load_thresholds
 
 pytestmark = pytest.mark.slow
 

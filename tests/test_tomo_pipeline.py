@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lossbound.errors import ConfigError, InputError
-from lossbound.simulate import simulate_tomo, simulation_params, write_dataexchange
+from lossbound.core.errors import ConfigError, InputError
+from pipelines.tomo.simulate import simulate_tomo, simulation_params, write_dataexchange
 from pipelines import TECHNIQUES
 from pipelines.tomo import io as tomo_io
 from pipelines.tomo import recon
@@ -286,7 +286,7 @@ def test_technique_generates_caches_and_runs(tmp_path, caplog):
     as_float = tech.run(ds.with_payload(ds.payload_array.astype(np.float32)), prepared)
     np.testing.assert_allclose(as_float["recon"], result["recon"], atol=1e-6)
 
-    fig = tech.figure(result, as_float, title="self")
+    fig = tech.figure(tech.preview(result), tech.preview(as_float), title="self")
     assert len(fig.axes) == 6  # three images and their colorbars
     fig.savefig(io.BytesIO(), format="png")
 
@@ -353,7 +353,7 @@ def test_tooth_reconstructs_with_found_center():
 
 
 def test_unknown_pipeline_option_is_a_one_line_config_error():
-    from lossbound.errors import ConfigError
+    from lossbound.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown option.*centre") as exc:
         TECHNIQUES.get("tomo")({"centre": 128.0})

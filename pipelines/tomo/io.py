@@ -2,7 +2,7 @@
 
 Every reader returns ``projections`` (n_angles, n_rows, n_cols) in the stored dtype, ``flats``
 and ``darks`` (n, n_rows, n_cols) in their stored dtype and ``theta`` (n_angles,) float64 in
-degrees.  Problems with the input raise :class:`lossbound.errors.InputError` with one line
+degrees.  Problems with the input raise :class:`lossbound.core.errors.InputError` with one line
 naming the file and the key.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from lossbound.errors import InputError
+from lossbound.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 All backends return slices on the same grid, in the same orientation and in the same unit
 (attenuation per pixel), so results of different backends can be compared and checked against
-a phantom.  The common convention (also used by :mod:`lossbound.simulate.tomo`): slice pixel
+a phantom.  The common convention (also used by :mod:`pipelines.tomo.simulate`): slice pixel
 ``(i, j)`` is the point ``x = j - (N - 1)/2``, ``y = i - (N - 1)/2`` relative to the rotation
 axis, and the ray reaching detector column ``k`` at angle ``theta`` satisfies
 ``x cos(theta) - y sin(theta) = k - center``.  This is algotom's native convention; the other
@@ -23,7 +23,8 @@ from typing import Callable, Iterator
 import numpy as np
 from scipy import ndimage
 
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
+from lossbound.core.masks import circle_mask
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,6 @@ def angle_weight(theta_rad: np.ndarray) -> float:
     step = abs(float(theta_rad[-1] - theta_rad[0])) / (n - 1)
     half_turns = max(1, round(step * n / math.pi))
     return step / half_turns
-
-
-def circle_mask(n: int) -> np.ndarray:
-    """The reconstruction disc (as algotom's ``ratio=1.0`` mask): True inside radius n/2."""
-    c = (n - 1) / 2.0
-    y, x = np.ogrid[:n, :n]
-    return (x - c) ** 2 + (y - c) ** 2 <= (n / 2.0) ** 2
 
 
 def find_center(sinogram: np.ndarray, theta: np.ndarray | None = None, *, degrees: bool = True) -> float:
@@ -280,7 +274,7 @@ def _recon_skimage(
 
     n_slices, n_angles, n_cols = sinos.shape
     pad = max(8, n_cols // 8)
-    mask = circle_mask(n_cols)
+    mask = circle_mask((n_cols, n_cols))
     scale = angle_weight(theta) * n_angles / math.pi  # skimage weights by pi / n_angles
     out = np.empty((n_slices, n_cols, n_cols), np.float32)
     for i in range(n_slices):
@@ -373,7 +367,7 @@ def _recon_tomopy(
     ) * np.float32(scale)
     if abs(dy) > 0.05 or abs(dx) > 0.05:
         rec = ndimage.shift(rec, (0.0, dy, dx), order=3, mode="nearest")
-    return np.ascontiguousarray(np.where(circle_mask(n_cols), rec, 0.0), dtype=np.float32)
+    return np.ascontiguousarray(np.where(circle_mask((n_cols, n_cols)), rec, 0.0), dtype=np.float32)
 
 
 _BACKEND_FUNCS: dict[str, Callable[..., np.ndarray]] = {

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.errors import ConfigError, InputError
+from lossbound.core.errors import ConfigError, InputError
 from pipelines import TECHNIQUES
 from pipelines.base import Dataset, Result, Technique
 from pipelines.tomo import io as tomo_io
@@ -87,7 +87,7 @@ class TomoTechnique(Technique):
 
         ``dataset_config`` keys: ``name``, ``format`` ('dataexchange' | 'nxtomo' | 'auto'),
         ``path``, ``adu_per_photon`` (default 1.0) and, for the built-in simulation,
-        ``simulation`` (keyword arguments of :func:`lossbound.simulate.simulate_tomo`): the file
+        ``simulation`` (keyword arguments of :func:`pipelines.tomo.simulate.simulate_tomo`): the file
         is (re)generated when missing or written with other parameters.
         """
         cfg = dict(dataset_config)
@@ -195,15 +195,20 @@ class TomoTechnique(Technique):
             out["recon_odd"] = recon.reconstruct(sinos[:, 1::2], theta[1::2], **opts)
         return out
 
-    def figure(self, raw: Result, compressed: Result, *, title: str = ""):
+    def preview(self, result: Result) -> dict[str, Any]:
+        """The middle reconstructed slice and its index."""
+        recon = np.asarray(result["recon"])
+        k = recon.shape[0] // 2
+        return {"slice": k, "recon": np.array(recon[k])}
+
+    def figure(self, raw: Mapping[str, Any], compressed: Mapping[str, Any], *, title: str = ""):
         """Middle reconstructed slice: raw | compressed | compressed - raw, with colorbars."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         a = np.asarray(raw["recon"])
         b = np.asarray(compressed["recon"])
-        k = a.shape[0] // 2
-        a, b = a[k], b[k]
+        k = raw["slice"]
         diff = b - a
         finite = np.isfinite(a)
         lo, hi = np.percentile(a[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
@@ -247,7 +252,7 @@ def ensure_simulation(path: Path, simulation: Mapping[str, Any]) -> dict[str, An
     dict
         The complete simulation parameters.
     """
-    from lossbound.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
+    from pipelines.tomo.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
 
     try:
         params = simulation_params(**dict(simulation or {}))

@@ -7,8 +7,8 @@ from typing import Iterable
 
 from matplotlib.figure import Figure
 
-from lossbound.points import PointResult
-from lossbound.tolerance import Tolerances
+from lossbound.core.types import PointResult
+from lossbound.study.tolerance import Tolerances
 
 
 def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title: str = "") -> Figure:

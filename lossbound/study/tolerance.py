@@ -5,7 +5,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,31 @@ class Criterion:
         if self.max is not None and value > self.max:
             return f"{self.metric}={value:.4g} > {self.max:g}"
         return None
+
+    def margin(self, value: float | None, *, ideal: float | None = None) -> float | None:
+        """Signed distance inside the range (> 0 inside, < 0 outside; None if undefined).
+
+        With ``ideal`` (the metric of the raw data against itself: 0 for errors, 1 for Dice)
+        the margin is ``log(allowed damage / damage)``, damage being the distance from the
+        ideal: damage grows about as a power of the codec's bound, so the margin is about
+        linear in log(bound), which the threshold search interpolates. Without it, upper
+        limits on positive metrics use ``log(max / value)``, others the relative difference.
+        """
+        if value is None or not math.isfinite(value):
+            return None
+        margins = []
+        for limit, sign in ((self.max, 1.0), (self.min, -1.0)):
+            if limit is None:
+                continue
+            allowed = sign * (limit - ideal) if ideal is not None and math.isfinite(ideal) else None
+            if allowed is not None and allowed > 0:
+                damage = max(sign * (value - ideal), allowed * 1e-9)
+                margins.append(math.log(allowed / damage))
+            elif sign > 0 and limit > 0 and value > 0:
+                margins.append(math.log(limit / value))
+            else:
+                margins.append(sign * (limit - value) / max(abs(limit), 1e-12))
+        return min(margins) if margins else None
 
     def describe(self) -> str:
         parts = []
@@ -73,6 +98,12 @@ class Tolerances:
     def check(self, metrics: Mapping[str, float]) -> Verdict:
         failures = [reason for c in self.criteria if (reason := c.check(metrics.get(c.metric)))]
         return Verdict(not failures, tuple(failures))
+
+    def margins(self, metrics: Mapping[str, float], *, ideal: Mapping[str, float] | None = None
+                ) -> dict[str, float | None]:
+        """:meth:`Criterion.margin` of every criterion (``ideal``: raw-vs-raw metrics)."""
+        ideal = ideal or {}
+        return {c.metric: c.margin(metrics.get(c.metric), ideal=ideal.get(c.metric)) for c in self.criteria}
 
     def missing(self, metrics: Mapping[str, float]) -> list[str]:
         """Criteria whose metric no evaluator produces (a configuration mistake)."""

@@ -27,13 +27,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import h5py
 import numpy as np
+
+from lossbound.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -631,44 +632,36 @@ def write_dataexchange(
         The written file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["implements"] = "exchange:simulation"
-            ex = f.create_group("exchange")
-            ex.create_dataset("data", data=arrays["projections"])
-            ex.create_dataset("data_white", data=arrays["flats"])
-            ex.create_dataset("data_dark", data=arrays["darks"])
-            ex.create_dataset("theta", data=np.asarray(arrays["theta"], np.float64)).attrs["units"] = (
-                "degrees"
-            )
-            if any(k in arrays for k in ("phantom", "labels", "center")):
-                gt = f.create_group("phantom")
-                gt.attrs["materials"] = json.dumps(
-                    {
-                        str(m.id): {
-                            "name": m.name,
-                            "mu_per_pixel": m.mu * REFERENCE_COLS / arrays["projections"].shape[-1],
-                        }
-                        for m in MATERIALS.values()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["implements"] = "exchange:simulation"
+        ex = f.create_group("exchange")
+        ex.create_dataset("data", data=arrays["projections"])
+        ex.create_dataset("data_white", data=arrays["flats"])
+        ex.create_dataset("data_dark", data=arrays["darks"])
+        ex.create_dataset("theta", data=np.asarray(arrays["theta"], np.float64)).attrs["units"] = (
+            "degrees"
+        )
+        if any(k in arrays for k in ("phantom", "labels", "center")):
+            gt = f.create_group("phantom")
+            gt.attrs["materials"] = json.dumps(
+                {
+                    str(m.id): {
+                        "name": m.name,
+                        "mu_per_pixel": m.mu * REFERENCE_COLS / arrays["projections"].shape[-1],
                     }
+                    for m in MATERIALS.values()
+                }
+            )
+            if "phantom" in arrays:
+                ds = gt.create_dataset(
+                    "mu", data=arrays["phantom"], compression="gzip", compression_opts=1, shuffle=True
                 )
-                if "phantom" in arrays:
-                    ds = gt.create_dataset(
-                        "mu", data=arrays["phantom"], compression="gzip", compression_opts=1, shuffle=True
-                    )
-                    ds.attrs["units"] = "1/pixel"
-                if "labels" in arrays:
-                    gt.create_dataset("labels", data=arrays["labels"], compression="gzip", compression_opts=1)
-                if "center" in arrays:
-                    gt.create_dataset("center", data=np.asarray(arrays["center"], np.float64))
-            sim = f.create_group("simulation")
-            for key, value in (attrs or {}).items():
-                sim.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                ds.attrs["units"] = "1/pixel"
+            if "labels" in arrays:
+                gt.create_dataset("labels", data=arrays["labels"], compression="gzip", compression_opts=1)
+            if "center" in arrays:
+                gt.create_dataset("center", data=np.asarray(arrays["center"], np.float64))
+        sim = f.create_group("simulation")
+        for key, value in (attrs or {}).items():
+            sim.attrs[key] = value
     return path

@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 from typing import Callable, Generic, Iterator, TypeVar
 
-from lossbound.errors import ConfigError
+from lossbound.core.errors import ConfigError
 
 T = TypeVar("T")
 

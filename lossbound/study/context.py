@@ -1,0 +1,161 @@
+"""The study context: everything a point needs besides its codec setting.
+
+A context is described by a small JSON-able :class:`ContextSpec` (technique, dataset, cache
+folder). :func:`context_for` builds it once per process — the dataset is read, the raw
+result comes from the on-disk cache (computed there once), the evaluator references are
+derived — so worker processes and later jobs rebuild the same context from the cache by key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Mapping
+
+from compressors import CodecSetting
+from evaluators import EVALUATORS
+from evaluators.base import Evaluator
+from lossbound.core.errors import ConfigError
+from lossbound.core.hashing import stable_hash
+from lossbound.core.types import Dataset, Outcome
+from lossbound.study.cache import ResultCache
+from lossbound.study.tolerance import Tolerances
+from pipelines import TECHNIQUES
+from pipelines.base import Technique
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextSpec:
+    """What a study context is built from (plain, JSON-able, picklable).
+
+    ``technique`` is the ``technique`` config section (name, pipeline, evaluators,
+    tolerances); ``dataset`` the ``dataset`` section; ``cache_dir`` the raw-result cache.
+    """
+
+    technique: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    cache_dir: str | None = None
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"technique": self.technique, "dataset": self.dataset, "cache": self.cache_dir})
+
+
+@dataclasses.dataclass
+class StudyContext:
+    """A technique on one dataset, with the raw outcome computed once."""
+
+    spec: ContextSpec
+    technique: Technique
+    evaluators: dict[str, Evaluator]  # config key -> evaluator
+    tolerances: Tolerances
+    raw: Outcome
+    prepared: dict[str, Any]
+    references: dict[str, Any]
+    raw_seconds: float
+    raw_cached: bool
+    raw_metrics: dict[str, float]
+
+    @property
+    def data(self) -> Dataset:
+        return self.raw.data
+
+    @property
+    def evaluator_config(self) -> Mapping[str, Any]:
+        return self.spec.technique.get("evaluators") or {}
+
+    @property
+    def key(self) -> str:
+        """What a point's science depends on besides its codec: dataset content, pipeline,
+        evaluators. Tolerances are not in it: verdicts are re-derived from stored metrics."""
+        return stable_hash({
+            "dataset": self.data.checksum,
+            "pipeline": self.technique.describe(),
+            "evaluators": self.evaluator_config,
+        }, length=24)
+
+    def point_id(self, setting: CodecSetting) -> str:
+        return stable_hash({
+            "dataset": self.data.checksum,
+            "codec": setting.as_dict(),
+            "pipeline": self.technique.describe(),
+            "evaluators": self.evaluator_config,
+        })
+
+    def evaluate(self, comp: Outcome) -> dict[str, float]:
+        """Every evaluator's metrics for ``comp`` against the raw outcome."""
+        metrics: dict[str, float] = {}
+        for key, ev in self.evaluators.items():
+            metrics.update({k: float(v) for k, v in ev.compare(self.raw, comp, self.references[key]).items()})
+        return metrics
+
+
+_CONTEXTS: dict[str, StudyContext] = {}
+
+
+def context_for(spec: ContextSpec) -> StudyContext:
+    """The context of ``spec``, built once per process."""
+    ctx = _CONTEXTS.get(spec.key)
+    if ctx is None:
+        ctx = _CONTEXTS[spec.key] = build_context(spec)
+    return ctx
+
+
+def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
+    """``{key: params}`` -> evaluators; ``params.evaluator`` names the registry entry when the
+    key is not one (e.g. two ``image_quality`` evaluators with different prefixes)."""
+    out: dict[str, Evaluator] = {}
+    for key, params in config.items():
+        params = dict(params or {})
+        name = params.pop("evaluator", key)
+        out[key] = EVALUATORS.get(name)(**params)
+    return out
+
+
+def build_context(spec: ContextSpec) -> StudyContext:
+    tcfg = spec.technique
+    technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
+    evaluators = build_evaluators(tcfg.get("evaluators") or {})
+    tolerances = Tolerances(tcfg.get("tolerances"))
+    data = technique.load(spec.dataset)
+    t0 = time.perf_counter()
+
+    def compute():
+        prepared = technique.prepare(data)
+        return prepared, technique.run(data, prepared)
+
+    cache = ResultCache(spec.cache_dir)
+    prepared, result, hit = cache.get_or_compute(
+        {"dataset": data.checksum, "pipeline": technique.describe()}, compute
+    )
+    raw = Outcome(data, result)
+    references = {key: ev.reference(raw) for key, ev in evaluators.items()}
+    raw_seconds = time.perf_counter() - t0
+
+    # Raw against itself: every tolerance metric must exist, and no two evaluators may write
+    # the same metric name (one would silently overwrite the other).
+    raw_metrics: dict[str, float] = {}
+    owner: dict[str, str] = {}
+    for key, ev in evaluators.items():
+        for k, v in ev.compare(raw, raw, references[key]).items():
+            if k in owner:
+                raise ConfigError(
+                    f"technique.evaluators: {owner[k]!r} and {key!r} both produce metric {k!r}; "
+                    f"give one of them another prefix"
+                )
+            owner[k] = key
+            raw_metrics[k] = float(v)
+    if missing := tolerances.missing(raw_metrics):
+        raise ConfigError(
+            f"technique.tolerances: no evaluator produces {', '.join(missing)}; "
+            f"available metrics: {', '.join(sorted(raw_metrics))}"
+        )
+    if not (v := tolerances.check(raw_metrics)).passed:
+        log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
+    return StudyContext(
+        spec=spec, technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw,
+        prepared=prepared, references=references, raw_seconds=raw_seconds, raw_cached=hit,
+        raw_metrics=raw_metrics,
+    )

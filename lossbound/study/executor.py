@@ -1,0 +1,144 @@
+"""Runs points of one study context: inline, or in ``workers`` spawned processes.
+
+Each worker process rebuilds the context from the raw-result cache (:func:`context_for`),
+pins its BLAS/OpenMP/numba threads (threadpoolctl) so workers do not oversubscribe the
+cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import multiprocessing.util
+import os
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Sequence
+
+from compressors import CodecSetting, CodecWorker
+from lossbound.core.types import PointResult
+from lossbound.study.context import ContextSpec, StudyContext, context_for
+from lossbound.study.point import evaluate_point
+
+log = logging.getLogger(__name__)
+
+_STATE: dict[str, Any] = {}
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSetting], timeout) -> None:
+    """Load each codec's plugin on one frame, so no measured point pays the plugin start-up."""
+    frame = ctx.data.payload_array[:1]
+    for setting in settings:
+        try:
+            worker.roundtrip(frame, setting, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the real point reports it
+            log.debug("warm-up of %s failed: %s", setting.label, exc)
+
+
+def _pin_threads(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    _STATE["threadpool_limits"] = threadpool_limits(limits=threads)  # kept: the limit lasts
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba comes with algotom
+        pass
+
+
+def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, warm: list[dict]) -> None:
+    _pin_threads(threads)
+    ctx = context_for(spec)
+    worker = CodecWorker(isolate=isolate)
+    # A pool worker ends through multiprocessing's exit function, which joins its children:
+    # the codec process must be shut down first, by a finalizer that runs before that join.
+    multiprocessing.util.Finalize(worker, worker.close, kwargs={"kill": True}, exitpriority=10)
+    _warm_up(worker, ctx, [CodecSetting.from_dict(d) for d in warm], timeout)
+    _STATE.update(ctx=ctx, worker=worker, timeout=timeout)
+
+
+def _evaluate(setting: dict) -> PointResult:
+    return evaluate_point(_STATE["ctx"], CodecSetting.from_dict(setting), codec_worker=_STATE["worker"],
+                          timeout=_STATE["timeout"])
+
+
+class PointRunner:
+    """Submit points, get futures of :class:`PointResult`.
+
+    Parameters
+    ----------
+    ctx : StudyContext
+        The context, already built in this process (its spec is sent to worker processes).
+    workers : int
+        1 evaluates in this process (when ``submit`` is called); more start that many
+        spawned processes.
+    isolate : bool
+        Run codec round trips in a crash-isolating child process.
+    timeout : float or None
+        Seconds a codec round trip may take.
+    warm : settings
+        One setting per codec, run once per process on one frame before any point.
+    """
+
+    def __init__(self, ctx: StudyContext, *, workers: int = 1, isolate: bool = True,
+                 timeout: float | None = None, warm: Sequence[CodecSetting] = ()) -> None:
+        self.ctx = ctx
+        self.workers = max(1, int(workers))
+        self.isolate = isolate
+        self.timeout = timeout
+        self.warm = list(warm)
+        self.threads = max(1, available_cores() // self.workers)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._inline: CodecWorker | None = None
+        self.restarts = 0
+
+    def __enter__(self) -> "PointRunner":
+        if self.workers == 1:
+            self._inline = CodecWorker(isolate=self.isolate)
+            _warm_up(self._inline, self.ctx, self.warm, self.timeout)
+        else:
+            self._start_pool()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._inline is not None:
+            self._inline.close(kill=exc_type is not None)
+        if self._pool is not None:
+            self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
+
+    def _start_pool(self) -> None:
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.ctx.spec, self.threads, self.isolate, self.timeout, [s.as_dict() for s in self.warm]),
+        )
+
+    def restart(self) -> None:
+        """After a worker process died: a fresh pool (its in-flight points were failed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.restarts += 1
+        self._start_pool()
+
+    def submit(self, setting: CodecSetting) -> concurrent.futures.Future:
+        if self._pool is None:
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            fut.set_result(evaluate_point(self.ctx, setting, codec_worker=self._inline, timeout=self.timeout))
+            return fut
+        try:
+            return self._pool.submit(_evaluate, setting.as_dict())
+        except BrokenProcessPool:
+            self.restart()
+            return self._pool.submit(_evaluate, setting.as_dict())
+
+
+def is_broken_pool(exc: BaseException | None) -> bool:
+    return isinstance(exc, BrokenProcessPool)

@@ -1,0 +1,112 @@
+"""A point is a pure function: ``(study context, codec setting) -> PointResult``.
+
+Codec round trip (a real HDF5 write and read, crash-isolated in a codec worker), pipeline on
+the decompressed data, evaluators, verdict, and a small preview for figures. It logs nothing;
+its caller records it (journal, MLflow).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from compressors import CodecSetting, CodecWorker
+from lossbound.core.types import Outcome, PointResult
+from lossbound.study.context import StudyContext
+from lossbound.study.tolerance import Tolerances
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_point(
+    ctx: StudyContext,
+    setting: CodecSetting,
+    *,
+    codec_worker: CodecWorker | None = None,
+    timeout: float | None = None,
+    preview: bool = True,
+) -> PointResult:
+    """Evaluate one codec setting on the context's dataset.
+
+    Parameters
+    ----------
+    ctx : StudyContext
+        Dataset, raw outcome, prepared parameters and evaluator references.
+    setting : CodecSetting
+        The codec setting to apply to the dataset's payload.
+    codec_worker : CodecWorker, optional
+        Runs the round trip in a crash-isolating process; None runs it inline.
+    timeout : float, optional
+        Seconds the codec may take (isolated worker only).
+    preview : bool
+        Keep the technique's small preview arrays of the compressed result (for figures).
+
+    Returns
+    -------
+    PointResult
+        ``status='failed'`` with a one-line ``reason`` when the codec or pipeline crashed or
+        raised; otherwise metrics, codec figures and the verdict under ``ctx.tolerances``.
+    """
+    data = ctx.data
+    point = PointResult(
+        point_id=ctx.point_id(setting), label=setting.label, setting=setting.as_dict(),
+        lossy=setting.spec.lossy, context=ctx.key, dataset=data.name,
+    )
+    t0 = time.perf_counter()
+    try:
+        worker = codec_worker or CodecWorker(isolate=False)
+        rt = worker.roundtrip(data.payload_array, setting, timeout=timeout)
+        point.codec = rt.summary()
+        comp_data = data.with_payload(rt.decompressed)
+        comp = Outcome(comp_data, ctx.technique.run(comp_data, ctx.prepared))
+        point.metrics = ctx.evaluate(comp)
+        if preview:
+            point.preview = ctx.technique.preview(comp.result)
+    except Exception as exc:  # CodecCrash included: one failed point never ends the study
+        point.status = "failed"
+        point.reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        log.warning("point %s failed: %s", setting.label, point.reason)
+    point.seconds = time.perf_counter() - t0
+    return judge(point, ctx.tolerances)
+
+
+def judge(point: PointResult, tolerances: Tolerances) -> PointResult:
+    """Set ``passed``/``failures`` from the point's metrics and codec figures.
+
+    Also used on points read back from the journal, whose tolerances may have changed since.
+    """
+    if point.status != "ok":
+        point.passed, point.failures = False, []
+        return point
+    failures = list(tolerances.check(point.metrics).failures)
+    c = point.codec
+    if c.get("bound_held") is False:
+        err = c.get("max_abs_error")
+        if point.lossy:
+            failures.insert(0, f"codec broke its bound: max error {err:.4g} > {point.value:g}")
+        else:
+            failures.insert(0, f"lossless codec changed the data: max error {err:.4g}")
+    point.failures = failures
+    point.passed = not failures
+    return point
+
+
+def render_figure(ctx: StudyContext, point: PointResult) -> bytes | None:
+    """PNG bytes of the technique's raw-vs-compressed figure for ``point`` (None if it has
+    no preview or the technique draws none)."""
+    if point.preview is None:
+        return None
+    fig = ctx.technique.figure(ctx.technique.preview(ctx.raw.result), point.preview,
+                               title=f"{ctx.data.name}: {point.label}")
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def point_seconds(points: list[PointResult]) -> float:
+    """Sum of the points' own work (seconds), the yardstick of framework overhead."""
+    return float(sum(p.seconds for p in points if not p.reused))
+
+
+__all__ = ["evaluate_point", "judge", "point_seconds", "render_figure"]

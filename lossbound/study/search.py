@@ -1,0 +1,277 @@
+"""Threshold search strategies: which codec values to evaluate next.
+
+A strategy is stateless: given every evaluation already recorded for one codec curve
+(``known``: value -> PointResult, from this study, earlier runs or other jobs) and the values
+already under way, it proposes the next values, best first; an empty proposal with nothing
+under way means the search is done. So a resumed or parallel study simply continues.
+
+Values live on the "loss axis" ``t = ±log(value)``, oriented so that larger ``t`` means more
+loss (``CodecSetting.loss_grows_with_value``). The threshold is the largest ``t`` that passed
+with every smaller tested ``t`` passing too (see :mod:`lossbound.study.thresholds`).
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from lossbound.core.errors import ConfigError
+from lossbound.core.registry import Registry
+from lossbound.core.types import PointResult
+from lossbound.study.tolerance import Tolerances
+
+SEARCHES: Registry[type["Search"]] = Registry("search strategy")
+
+# Interior proposals snap to this log2 grid, so repeated and resumed studies propose the same
+# values (and reuse them) and the values read well (e.g. 45.25, 53.82, 64).
+_SNAP_STEPS_PER_OCTAVE = 8
+
+
+def _positive_list(name: str, values: Any) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a list of numbers, got {values!r}") from None
+    if not out or any(not (math.isfinite(v) and v > 0) for v in out):
+        raise ConfigError(f"{name} must hold finite positive numbers, got {values!r}")
+    return out
+
+
+class Search(abc.ABC):
+    """One codec curve's search (built per codec, cheap)."""
+
+    def __init__(self, *, grows: bool, integer: bool, tolerances: Tolerances,
+                 ideal: Mapping[str, float] | None = None) -> None:
+        self.grows = grows          # larger value = more loss
+        self.integer = integer      # values must be integers (e.g. ZFP precision)
+        self.tolerances = tolerances
+        self.ideal = dict(ideal or {})  # metrics of the raw data against itself
+
+    # -- loss axis ---------------------------------------------------------------------------
+    def t(self, value: float) -> float:
+        return math.log(value) if self.grows else -math.log(value)
+
+    def value(self, t: float) -> float:
+        v = math.exp(t if self.grows else -t)
+        if self.integer:
+            return float(max(1, round(v)))
+        return float(f"{v:.4g}")
+
+    @abc.abstractmethod
+    def propose(self, known: Mapping[float, PointResult], pending: Iterable[float]) -> list[float]:
+        """Values to evaluate next, best first (none already known or pending)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.name}
+
+    name = ""
+
+
+@SEARCHES.register("grid")
+class GridSearch(Search):
+    """Every value of a fixed list (``sweep.bounds`` or the codec's own ``bounds``)."""
+
+    name = "grid"
+
+    def __init__(self, *, values: Sequence[float], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.values = _positive_list("grid values", values)
+
+    def propose(self, known, pending):
+        skip = set(known) | set(pending)
+        # least lossy first: the curve's start is what a reader looks at first
+        return sorted((v for v in self.values if v not in skip), key=self.t)
+
+    def describe(self):
+        return {"strategy": self.name, "values": self.values}
+
+
+@SEARCHES.register("bisect")
+class BisectSearch(Search):
+    """Largest passing value, to within a ratio ``resolution``, in log space.
+
+    Parameters
+    ----------
+    bracket : [low, high] or None
+        Values to start from (both evaluated first); None starts at ``start`` and expands.
+    start, expand : float
+        Without a bracket: the first value, and the factor of each expansion step. With a
+        bracket that does not contain the threshold, the search expands beyond it likewise.
+    limits : [min, max]
+        Never evaluate outside; a threshold at a limit is reported as such.
+    resolution : float
+        Stop when passing and failing values are at most this ratio apart (default √2).
+    interpolate : int
+        Evaluations (per curve) that may use interpolation of the criteria's margins in
+        log space before plain bisection takes over. Each interpolation proposes a pair of
+        values straddling the predicted crossing by ``resolution``, which often closes the
+        bracket at once.
+    max_evaluations : int
+        Hard cap per curve.
+    """
+
+    name = "bisect"
+
+    def __init__(self, *, bracket: Sequence[float] | None = (2, 2048), start: float = 16.0,
+                 expand: float = 4.0, limits: Sequence[float] = (1e-6, 1e9),
+                 resolution: float = math.sqrt(2), interpolate: int = 6, max_evaluations: int = 16,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        if bracket is not None:
+            bracket = _positive_list("search.bracket", bracket)
+            if len(bracket) != 2 or bracket[0] >= bracket[1]:
+                raise ConfigError(f"search.bracket must be [low, high] with low < high, got {bracket}")
+        self.bracket = bracket
+        self.start = _positive_list("search.start", [start])[0]
+        self.expand = float(expand)
+        if not self.expand > 1:
+            raise ConfigError(f"search.expand must be > 1, got {expand!r}")
+        lim = _positive_list("search.limits", limits)
+        if len(lim) != 2 or lim[0] >= lim[1]:
+            raise ConfigError(f"search.limits must be [min, max] with min < max, got {limits!r}")
+        self.limits = lim
+        self.resolution = float(resolution)
+        if not self.resolution > 1:
+            raise ConfigError(f"search.resolution must be > 1 (a ratio), got {resolution!r}")
+        self.interpolate = int(interpolate)
+        self.max_evaluations = int(max_evaluations)
+        if self.max_evaluations < 2:
+            raise ConfigError(f"search.max_evaluations must be >= 2, got {max_evaluations!r}")
+
+    def describe(self):
+        return {"strategy": self.name, "bracket": self.bracket, "start": self.start, "expand": self.expand,
+                "limits": self.limits, "resolution": self.resolution, "interpolate": self.interpolate,
+                "max_evaluations": self.max_evaluations}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _inside(self, v: float) -> bool:
+        return self.limits[0] <= v <= self.limits[1]
+
+    def _fresh(self, values: Iterable[float], skip: set[float]) -> list[float]:
+        out: list[float] = []
+        for v in values:
+            if self._inside(v) and v not in skip and v not in out:
+                out.append(v)
+        return out
+
+    def _snap(self, t: float, how: str = "round") -> float:
+        """The value at grid point nearest ``t`` (``how``: 'round', 'floor' or 'ceil' on the
+        loss axis); integer modes round to integers instead."""
+        if self.integer:
+            return self.value(t)
+        k = {"round": round, "floor": math.floor, "ceil": math.ceil}[how](t / math.log(2) * _SNAP_STEPS_PER_OCTAVE)
+        return self.value(k * math.log(2) / _SNAP_STEPS_PER_OCTAVE)
+
+    def bracket_state(self, known: Mapping[float, PointResult]) -> tuple[float | None, float | None]:
+        """(lo, hi) on the loss axis: the last pass of the passing run from the least lossy
+        end, and the first failure after it (None where there is none)."""
+        lo = hi = None
+        for v in sorted(known, key=self.t):
+            if known[v].passed:
+                if hi is None:
+                    lo = self.t(v)
+            elif hi is None:
+                hi = self.t(v)
+                break
+        return lo, hi
+
+    def done(self, known: Mapping[float, PointResult]) -> bool:
+        lo, hi = self.bracket_state(known)
+        return lo is not None and hi is not None and hi - lo <= math.log(self.resolution) + 1e-9
+
+    def propose(self, known, pending):
+        pending = list(pending)
+        skip = set(known) | set(pending)
+        if len(known) + len(pending) >= self.max_evaluations:
+            return []
+        if not known:
+            return [] if pending else self._fresh(sorted(self.bracket or [self.start], key=self.t), skip)
+        lo, hi = self.bracket_state(known)
+        step = math.log(self.expand)
+        if lo is None:  # the least lossy value tried failed: expand towards less loss
+            if self.bracket and self.bracket[0] not in known:
+                return self._fresh([self.bracket[0]], skip)
+            return self._fresh([self.value(min(self.t(v) for v in known) - step)], skip)
+        if hi is None:  # no failure above the passes: expand towards more loss
+            if self.bracket and self.bracket[1] not in known:
+                return self._fresh([self.bracket[1]], skip)
+            return self._fresh([self.value(max(self.t(v) for v in known) + step)], skip)
+        res = math.log(self.resolution)
+        width = hi - lo
+        if width <= res + 1e-9 or any(lo < self.t(v) < hi for v in pending):
+            return []  # done, or wait for what is under way inside the bracket
+        # interpolation while it earns its keep; plain bisection after `interpolate` evaluations
+        guess = self._crossing(known, lo, hi) if len(known) - 2 < self.interpolate else None
+        if width <= 2 * res or (guess is not None and guess - lo <= res):
+            # one step of `resolution` above the last pass closes the bracket either way
+            return self._fresh([self._inside_bracket(lo + 0.999 * res, lo, hi, "floor")], skip)
+        if guess is not None and hi - guess <= res:
+            return self._fresh([self._inside_bracket(hi - 0.999 * res, lo, hi, "ceil")], skip)
+        if guess is None:
+            return self._fresh([self._inside_bracket(0.5 * (lo + hi), lo, hi, "round")], skip)
+        # A pair straddling the predicted crossing, less than one resolution apart: if the
+        # prediction is right, the two answers close the bracket together.
+        half = 0.499 * res
+        centre = min(max(guess, lo + half), hi - half)
+        return self._fresh([self._inside_bracket(centre - half, lo, hi, "ceil"),
+                            self._inside_bracket(centre + half, lo, hi, "floor")], skip)
+
+    def _inside_bracket(self, t: float, lo: float, hi: float, how: str) -> float:
+        """A value near ``t`` strictly inside (lo, hi), snapped to the grid when possible."""
+        for v in (self._snap(t, how), self.value(t), self.value(0.5 * (lo + hi))):
+            if lo < self.t(v) < hi:
+                return v
+        return self.value(0.5 * (lo + hi))
+
+    def _crossing(self, known: Mapping[float, PointResult], lo: float, hi: float) -> float | None:
+        """Predicted first crossing of any criterion's margin between ``lo`` and ``hi``,
+        interpolating linearly in t between the nearest evaluations on either side."""
+        by_t = {self.t(v): p for v, p in known.items() if p.status == "ok"}
+        if lo not in by_t or hi not in by_t:
+            return None
+        m_lo = self.tolerances.margins(by_t[lo].metrics, ideal=self.ideal)
+        m_hi = self.tolerances.margins(by_t[hi].metrics, ideal=self.ideal)
+        best = None
+        for metric, a in m_lo.items():
+            b = m_hi.get(metric)
+            if a is None or b is None or not (a > 0 > b):
+                continue
+            t = lo + (hi - lo) * a / (a - b)
+            best = t if best is None else min(best, t)
+        return best
+
+
+def make_search(config: Mapping[str, Any], *, grows: bool, integer: bool, tolerances: Tolerances,
+                grid_values: Sequence[float] | None, bracket: Sequence[float] | None = None,
+                ideal: Mapping[str, float] | None = None) -> Search:
+    """The search of one codec curve from the ``search`` config group.
+
+    ``grid_values`` are the codec's ``bounds`` (or ``sweep.bounds``); ``bracket`` a codec's
+    own bracket, overriding ``search.bracket``.
+    """
+    cfg = dict(config or {})
+    strategy = cfg.pop("strategy", "bisect")
+    cls = SEARCHES.get(strategy)
+    if cls is GridSearch:
+        if not grid_values:
+            raise ConfigError("search=grid needs sweep.bounds or the codec's bounds")
+        return GridSearch(values=grid_values, grows=grows, integer=integer, tolerances=tolerances, ideal=ideal)
+    if bracket is not None:
+        cfg["bracket"] = bracket
+    known = {"bracket", "start", "expand", "limits", "resolution", "interpolate", "max_evaluations"}
+    if unknown := sorted(set(cfg) - known):
+        raise ConfigError(f"search: unknown option(s) {', '.join(unknown)}; expected: {', '.join(sorted(known))}")
+    return BisectSearch(grows=grows, integer=integer, tolerances=tolerances, ideal=ideal, **cfg)
+
+
+def non_monotonic(points: Iterable[PointResult], *, grows: bool) -> list[float]:
+    """Values that passed although a less lossy value failed (never trusted)."""
+    order = sorted((p for p in points if p.value is not None), key=lambda p: p.value if grows else -p.value)
+    seen_fail = False
+    late: list[float] = []
+    for p in order:
+        if not p.passed:
+            seen_fail = True
+        elif seen_fail:
+            late.append(p.value)
+    return late

@@ -1,0 +1,404 @@
+"""A study: one technique on one dataset, searched per codec, journaled, tracked, thresholded.
+
+``Study(cfg).run()`` does, in order:
+
+1. build the context (dataset, raw result from the cache, evaluator references);
+2. read the journal: finished points of this context are reused, never recomputed;
+3. drive the searches (one per codec curve, plus the lossless baselines) with up to
+   ``sweep.workers`` points in flight, logging each point to MLflow and the journal;
+4. derive this dataset's thresholds from every recorded point of the context and merge
+   them into ``runs/thresholds/<technique>.yaml``;
+5. log figures, summary and thresholds to the study's MLflow run and print the summary.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as _dt
+import importlib.metadata
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from compressors import CodecSetting, settings_from_config
+from lossbound.core.errors import ConfigError
+from lossbound.core.types import PointResult
+from lossbound.study.context import ContextSpec, StudyContext, context_for
+from lossbound.study.executor import PointRunner, available_cores, is_broken_pool
+from lossbound.study.journal import Journal
+from lossbound.study.plots import sweep_figure
+from lossbound.study.point import judge, point_seconds, render_figure
+from lossbound.study.search import Search, make_search
+from lossbound.study.summary import format_summary
+from lossbound.study.thresholds import derive_thresholds, update_thresholds
+from lossbound.study.tracking import FIGURE_POLICIES, make_tracker
+
+log = logging.getLogger(__name__)
+# hdf5plugin logs every filter construction at INFO; one line per point drowns the summary.
+logging.getLogger("hdf5plugin").setLevel(logging.WARNING)
+
+_VERSIONED = ("lossbound", "numpy", "h5py", "hdf5plugin", "scikit-image", "algotom", "tomopy", "pyFAI", "mlflow")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for dist in _VERSIONED:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    import h5py
+
+    out["HDF5"] = h5py.version.hdf5_version
+    return out
+
+
+@dataclasses.dataclass
+class Curve:
+    """One codec curve: a setting template and the search over its value (None: lossless)."""
+
+    name: str
+    template: CodecSetting
+    search: Search | None
+
+    def setting(self, value: float | None) -> CodecSetting:
+        return dataclasses.replace(self.template, value=value)
+
+    def propose(self, known: Mapping[Any, PointResult], pending: set) -> list:
+        if self.search is None:
+            return [] if (None in known or None in pending) else [None]
+        return self.search.propose(known, pending)
+
+
+@dataclasses.dataclass
+class StudyResult:
+    points: list[PointResult]           # this study's points (reused ones flagged)
+    codecs: dict[str, Any]              # this dataset's thresholds
+    baselines: dict[str, Any]
+    thresholds_path: Path | None
+    thresholds: dict[str, Any] | None   # the whole merged file
+    raw_seconds: float
+    raw_cached: bool
+    wall_seconds: float
+    work_seconds: float                 # raw result (if computed) + the points' own work
+    reused: int
+    run_id: str | None
+    experiment_id: str | None
+
+
+def resolve_workers(value: Any, *, parallel_jobs: int = 1) -> int:
+    """``sweep.workers``: an integer, or 'auto' = the cores available to this job (divided
+    among the jobs a local joblib launcher runs side by side)."""
+    if value in (None, "auto"):
+        return max(1, available_cores() // max(1, parallel_jobs))
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sweep.workers must be a positive integer or 'auto', got {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"sweep.workers must be a positive integer or 'auto', got {value!r}")
+    return n
+
+
+def build_curves(cfg: Mapping[str, Any], ctx: StudyContext) -> list[Curve]:
+    """Lossless baselines first, then one searched curve per lossy codec config."""
+    sweep, search_cfg = cfg["sweep"], cfg.get("search") or {"strategy": "grid"}
+    curves: list[Curve] = []
+    for name in sweep.get("baselines") or []:
+        (setting,) = settings_from_config(name, {"codec": name})
+        curves.append(Curve(name, setting, None))
+    for name, entry in (cfg.get("codec") or {}).items():
+        entry = dict(entry or {})
+        bounds = entry.get("bounds") if entry.get("bounds") is not None else sweep.get("bounds")
+        bracket = entry.get("bracket")
+        settings = settings_from_config(name, {**entry, "bounds": bounds})
+        template = dataclasses.replace(settings[0], value=None)
+        if not template.spec.lossy:
+            curves += [Curve(f"{name}={s.value:g}" if s.value is not None else name, s, None) for s in settings]
+            continue
+        # Integer data (kept integer by the codec) take integer errors only: a fractional
+        # absolute bound is no tighter than its integer part, and SZ rounds it up. So search
+        # integers there.
+        stored = ctx.data.payload_array.dtype if template.input_dtype is None else np.dtype(template.input_dtype)
+        integer = template.integer_valued or (template.bounded and stored.kind in "iu")
+        search = make_search(search_cfg, grows=template.loss_grows_with_value, integer=integer,
+                             tolerances=ctx.tolerances, grid_values=bounds, bracket=bracket, ideal=ctx.raw_metrics)
+        curves.append(Curve(name, template, search))
+    if not curves:
+        raise ConfigError("nothing to evaluate: codec and sweep.baselines are both empty")
+    return curves
+
+
+def _select_figures(points: list[PointResult], codecs: Mapping[str, Any], policy: str) -> list[PointResult]:
+    """The points whose figure the ``tracking.figures`` policy asks for."""
+    if policy == "none":
+        return []
+    if policy == "all":
+        return [p for p in points if p.lossy]
+    wanted = set()
+    for e in codecs.values():
+        wanted.add(e.get("mlflow_run_id"))
+        wanted.add((e.get("first_failure") or {}).get("mlflow_run_id"))
+    chosen = [p for p in points if p.run_id and p.run_id in wanted]
+    if policy == "failures":
+        chosen += [p for p in points if p.lossy and not p.passed and p not in chosen]
+    return chosen
+
+
+class Study:
+    """A configured study for one technique and dataset (build once, then ``run()``).
+
+    Parameters
+    ----------
+    cfg : mapping
+        The resolved config as plain containers (technique, dataset, codec, sweep, search,
+        tracking, paths).
+    runtime : mapping, optional
+        What the launcher knows: ``parallel_jobs`` (jobs side by side on this machine),
+        ``parent_run`` (a callable returning the multirun's MLflow run id for an
+        experiment, or None).
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], runtime: Mapping[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.runtime = dict(runtime or {})
+        tcfg = cfg["technique"]
+        paths = cfg.get("paths") or {}
+        self.spec = ContextSpec(technique=tcfg, dataset=cfg["dataset"], cache_dir=paths.get("cache_dir"))
+        self.sweep = cfg["sweep"]
+        self.workers = resolve_workers(self.sweep.get("workers", 1), parallel_jobs=self.runtime.get("parallel_jobs", 1))
+        self.thresholds_dir = Path(paths["thresholds_dir"]) if paths.get("thresholds_dir") else None
+        journal_dir = paths.get("journal_dir")
+        self.journal = Journal(Path(journal_dir) / f"{tcfg['name']}.jsonl" if journal_dir else None)
+        self.figures = str((cfg.get("tracking") or {}).get("figures", "thresholds"))
+        if self.figures not in FIGURE_POLICIES:
+            raise ConfigError(f"tracking.figures must be one of {', '.join(FIGURE_POLICIES)}, got {self.figures!r}")
+
+    # -- the study -----------------------------------------------------------------------------
+    def run(self) -> StudyResult:
+        t_start = time.perf_counter()
+        cfg, tname = self.cfg, self.cfg["technique"]["name"]
+        ctx = context_for(self.spec)
+        data = ctx.data
+        log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
+                 data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
+        log.info("raw result %s in %.1f s (computed once, reused for every point)",
+                 "from cache" if ctx.raw_cached else "computed", ctx.raw_seconds)
+        curves = build_curves(cfg, ctx)
+
+        tracking = dict(cfg.get("tracking") or {"enabled": False})
+        tracking["experiment"] = tracking.get("experiment") or tname
+        tracker = make_tracker(tracking)
+        tracker.close_stale()
+        parent_of_job = None
+        if tracker.enabled and self.runtime.get("parent_run"):
+            parent_of_job = self.runtime["parent_run"](tracker)
+        stem = Path(data.source).stem
+        run_id = tracker.start_run(f"{tname} · {stem} · study", parent=parent_of_job,
+                                   tags={"lossbound.role": "study", "lossbound.dataset": data.name,
+                                         "lossbound.context": ctx.key})
+        versions = library_versions()
+        strategy = (cfg.get("search") or {}).get("strategy", "grid")
+        tracker.log(run_id, params={
+            "technique": tname, "dataset": data.name, "dataset_sha256": data.checksum,
+            "dataset_source": data.source, "pipeline": ctx.technique.describe(),
+            "search": strategy, "workers": self.workers, "codecs": ", ".join(c.name for c in curves),
+            **{f"version.{k}": v for k, v in versions.items()},
+        })
+        tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
+        tracker.log_bytes(run_id, yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
+        status = "FAILED"
+        try:
+            points, reused = self._drive(ctx, curves, tracker, run_id, stem)
+            status = "FINISHED"
+        finally:
+            if status != "FINISHED":
+                tracker.end_run(run_id, "FAILED")
+        work = point_seconds(points) + (0.0 if ctx.raw_cached else ctx.raw_seconds)
+
+        # Thresholds from every recorded point of this context (other jobs' included).
+        criteria = [c.metric for c in ctx.tolerances]
+        recorded = [judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()] \
+            if self.journal.path else points
+        by_id = {p.point_id: p for p in recorded}
+        by_id.update({p.point_id: p for p in points})
+        codecs, baselines = derive_thresholds(by_id.values(), criteria=criteria)
+        self._provenance(codecs, curves)
+        for name, e in codecs.items():
+            if e.get("passed_above_first_failure"):
+                log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
+                            name, data.name, e["passed_above_first_failure"])
+                tracker.log(run_id, tags={f"non_monotonic.{name}": e["passed_above_first_failure"]})
+        path = doc = None
+        if self.thresholds_dir is not None:
+            path = self.thresholds_dir / f"{tname}.yaml"
+            entry = {
+                "dataset": {"name": data.name, "source": data.source, "sha256": data.checksum},
+                "pipeline": ctx.technique.describe(), "tolerances": ctx.tolerances.as_dict(),
+                "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "mlflow_study_run_id": run_id, "codecs": codecs, "baselines": baselines,
+            }
+            doc = update_thresholds(path, technique=tname, dataset_name=data.name, entry=entry)
+            tracker.log_file(run_id, path)
+
+        for p in _select_figures(points, codecs, self.figures):
+            tracker.log_bytes(p.run_id, render_figure(ctx, p), "comparison.png")
+        fig = sweep_figure(list(by_id.values()), ctx.tolerances, title=f"{tname} on {data.name}")
+        tracker.log_bytes(run_id, _png(fig), "sweep.png")
+        summary = format_summary(points, codecs, baselines, metrics=criteria)
+        tracker.log_bytes(run_id, summary, "summary.txt")
+        tracker.log_bytes(run_id, json.dumps([p.to_dict() for p in points], indent=1, default=str), "points.json")
+        wall = time.perf_counter() - t_start
+        n_failed = sum(p.status != "ok" for p in points)
+        tracker.log(run_id, metrics={
+            "raw_seconds": ctx.raw_seconds, "n_points": len(points), "n_evaluated": len(points) - reused,
+            "n_reused": reused, "n_failed_points": n_failed, "n_passed_points": sum(p.passed for p in points),
+            "wall_seconds": wall, "work_seconds": work,
+        })
+        tracker.end_run(run_id, "FINISHED")
+        log.info("\n%s", summary)
+        if path is not None:
+            log.info("thresholds written to %s", path)
+        if hint := tracker.ui_hint():
+            log.info("%s", hint)
+        return StudyResult(points, codecs, baselines, path, doc, ctx.raw_seconds, ctx.raw_cached, wall, work,
+                           reused, run_id, tracker.experiment_id)
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _drive(self, ctx: StudyContext, curves: list[Curve], tracker, parent: str | None, stem: str
+               ) -> tuple[list[PointResult], int]:
+        """Run every curve's search to its end, ``self.workers`` points at a time."""
+        journal = {p.point_id: judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()}
+        known: dict[str, dict[Any, PointResult]] = {c.name: {} for c in curves}
+        pending: dict[str, set] = {c.name: set() for c in curves}
+        points: list[PointResult] = []
+        reused = 0
+        for c in curves:  # every recorded evaluation of a curve informs its search
+            for p in journal.values():
+                if p.lossy == c.template.spec.lossy and p.group == _group_of(c.template) and \
+                        (c.search is not None or p.value == c.template.value):
+                    p.reused = True
+                    known[c.name][p.value] = p
+                    points.append(p)
+                    reused += 1
+        if reused:
+            log.info("reused %d finished points from %s", reused, self.journal.path)
+        in_flight: dict[concurrent.futures.Future, tuple[Curve, Any, str | None]] = {}
+        tname = self.cfg["technique"]["name"]
+        bar = tqdm(desc=f"{tname} study on {ctx.data.name}", unit="pt", disable=not self.sweep.get("progress", True))
+        warm = _warm_settings(curves)
+        with PointRunner(ctx, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
+                         timeout=self.sweep.get("timeout_s"), warm=warm) as runner, logging_redirect_tqdm():
+            while True:
+                # Fill the free slots, taking proposals from the curves in turn.
+                progressed = True
+                while len(in_flight) < runner.workers and progressed:
+                    progressed = False
+                    for c in curves:
+                        if len(in_flight) >= runner.workers:
+                            break
+                        proposals = c.propose(known[c.name], pending[c.name])
+                        if not proposals:
+                            continue
+                        value = proposals[0]
+                        setting = c.setting(value)
+                        rid = tracker.start_run(f"{tname} · {stem} · {setting.label}", parent=parent, tags={
+                            "lossbound.role": "point", "point_id": ctx.point_id(setting),
+                            "lossbound.dataset": ctx.data.name, "lossbound.context": ctx.key})
+                        bar.set_postfix_str(setting.label)
+                        in_flight[runner.submit(setting)] = (c, value, rid)
+                        pending[c.name].add(value)
+                        progressed = True
+                if not in_flight:
+                    break
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    c, value, rid = in_flight.pop(fut)
+                    pending[c.name].discard(value)
+                    exc = fut.exception()
+                    if exc is None:
+                        point = fut.result()
+                    else:  # the worker process itself died (not a codec: those are isolated)
+                        point = self._failed_point(ctx, c.setting(value), exc)
+                        broken |= is_broken_pool(exc)
+                    point.run_id = rid
+                    self._record(tracker, point)
+                    known[c.name][value] = point
+                    points.append(point)
+                    bar.update(1)
+                if broken:
+                    for fut, (c, value, rid) in list(in_flight.items()):  # lost with the pool
+                        pending[c.name].discard(value)
+                        point = self._failed_point(ctx, c.setting(value), RuntimeError("worker pool broke"))
+                        point.run_id = rid
+                        self._record(tracker, point)
+                        known[c.name][value] = point
+                        points.append(point)
+                    in_flight.clear()
+                    runner.restart()
+        bar.close()
+        return points, reused
+
+    @staticmethod
+    def _failed_point(ctx: StudyContext, setting: CodecSetting, exc: BaseException) -> PointResult:
+        return PointResult(point_id=ctx.point_id(setting), label=setting.label, setting=setting.as_dict(),
+                           lossy=setting.spec.lossy, status="failed", context=ctx.key, dataset=ctx.data.name,
+                           reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+
+    def _record(self, tracker, point: PointResult) -> None:
+        """One batch to MLflow, the run ended, then the journal line (the point is finished)."""
+        s = point.setting
+        tags = {"passed": point.passed, "failures": "; ".join(point.failures) or "none"}
+        if point.status != "ok":
+            tags["failure_reason"] = point.reason
+        tracker.log(point.run_id, params={
+            "codec": s["codec"], "mode": s.get("mode"), "bound": s.get("value"), "input_dtype": s.get("input_dtype"),
+            "chunks": s.get("chunks"), "lossy": point.lossy, "dataset": point.dataset,
+        }, metrics={**_codec_metrics(point.codec), **point.metrics, "passed": point.passed,
+                    "point_seconds": point.seconds}, tags=tags)
+        tracker.end_run(point.run_id, "FINISHED" if point.status == "ok" else "FAILED")
+        self.journal.append(point)
+
+    @staticmethod
+    def _provenance(codecs: dict[str, Any], curves: list[Curve]) -> None:
+        searches = {c.name: c.search.describe() for c in curves if c.search is not None}
+        for name, e in codecs.items():
+            e["search"] = searches.get(name, {"strategy": "recorded points"})
+
+
+def _group_of(setting: CodecSetting) -> tuple:
+    chunks = setting.chunks
+    return (setting.codec, setting.mode, setting.input_dtype, tuple(chunks) if isinstance(chunks, (list, tuple)) else chunks)
+
+
+def _warm_settings(curves: list[Curve]) -> list[CodecSetting]:
+    """One valid setting per codec (a modest value) for the per-process plugin warm-up."""
+    out, seen = [], set()
+    for c in curves:
+        if c.template.codec in seen:
+            continue
+        seen.add(c.template.codec)
+        out.append(c.template if c.search is None else c.setting(16.0))
+    return out
+
+
+def _codec_metrics(codec: Mapping[str, Any]) -> dict[str, float]:
+    keys = ("ratio", "ratio_vs_input", "raw_nbytes", "stored_nbytes", "compress_mbps", "decompress_mbps",
+            "compress_s", "decompress_s", "max_abs_error", "skipped_chunks", "bound_held")
+    return {k: float(codec[k]) for k in keys if codec.get(k) is not None}
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()

@@ -1,0 +1,208 @@
+"""Thresholds per (dataset, codec), and the conservative threshold across datasets.
+
+``runs/thresholds/<technique>.yaml``::
+
+    technique, rule, generated
+    datasets:
+      <dataset name>: {dataset: {name, source, sha256}, pipeline, tolerances, versions, date,
+                       codecs: {<codec>: {bound, ..., provenance}}, baselines: {...}}
+    codecs:            # per codec, across the datasets measured under the same tolerances
+      <codec>: {bound, limiting_dataset, per_dataset, hdf5plugin, filter_id, cd_values, ...}
+
+The threshold of a codec on one dataset is the most lossy tested value such that it and every
+less lossy tested value passed (a pass above a failure is reported, never trusted). A second
+dataset adds an entry and never erases the first; multirun jobs merge under a file lock.
+Each entry carries the hdf5plugin class and keyword arguments
+(``compressors.filter_from_config``) plus the HDF5 filter id and ``cd_values`` for readers
+in other languages.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from filelock import FileLock
+
+from compressors import CODECS, filter_from_config
+from lossbound.core.files import atomic_write_text
+from lossbound.core.types import PointResult
+from lossbound.study.search import non_monotonic
+
+log = logging.getLogger(__name__)
+
+RULE = ("most lossy tested value such that it and every less lossy tested value passed "
+        "(larger = more loss for error bounds; the reverse for PSNR, rate and precision modes)")
+
+
+def grows_with_value(codec: str, mode: str | None) -> bool:
+    """True when a larger value of ``mode`` means more loss."""
+    return mode not in CODECS.get(codec).less_loss_modes
+
+
+def _group_name(group: tuple, taken: set[str]) -> str:
+    codec, mode, dtype, chunks = group
+    name = codec
+    if name in taken:  # the same codec measured twice (other mode/chunks): keep both apart
+        name = "_".join(str(p) for p in (codec, mode, dtype, chunks) if p not in (None, ""))
+    taken.add(name)
+    return name
+
+
+def _codec_entry(point: PointResult) -> dict[str, Any]:
+    c = point.codec
+    return {
+        "hdf5plugin": {"class": c.get("plugin_class"), "kwargs": dict(c.get("plugin_kwargs") or {})},
+        "filter_id": c.get("filter_id"),
+        "cd_values": [int(v) for v in c.get("cd_values") or []],
+        "chunks": c.get("chunks"),
+        "input_dtype": c.get("stored_dtype"),
+        "detector_dtype": c.get("original_dtype"),
+        "compression_ratio": c.get("ratio"),
+        "compress_mbps": c.get("compress_mbps"),
+        "decompress_mbps": c.get("decompress_mbps"),
+        "max_abs_error": c.get("max_abs_error"),
+    }
+
+
+def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = ()) -> dict[str, Any]:
+    """The threshold entry of one codec curve (points differing only in their value)."""
+    pts = [p for p in points]
+    codec, mode, dtype, chunks = pts[0].group
+    grows = grows_with_value(codec, mode)
+    pts.sort(key=lambda p: p.value if grows else -p.value)
+    accepted = first_failure = None
+    for p in pts:
+        if not p.passed:
+            first_failure = p
+            break
+        accepted = p
+    entry: dict[str, Any] = {"codec": codec, "mode": mode, "larger_means_more_loss": grows, "bound": None}
+    if accepted is not None:
+        entry["bound"] = accepted.value
+        entry.update(_codec_entry(accepted))
+        entry["criteria"] = {m: accepted.metrics.get(m) for m in criteria}
+        entry["mlflow_run_id"] = accepted.run_id
+    else:
+        entry["input_dtype"] = dtype
+        entry["chunks"] = chunks
+    entry["tested_values"] = [p.value for p in pts]
+    entry["evaluations"] = len(pts)
+    if first_failure is not None:
+        why = first_failure.reason if first_failure.status != "ok" else "; ".join(first_failure.failures)
+        entry["first_failure"] = {"bound": first_failure.value, "why": why, "mlflow_run_id": first_failure.run_id}
+    if late := non_monotonic(pts, grows=grows):
+        entry["passed_above_first_failure"] = late  # non-monotonic response: not trusted
+    return entry
+
+
+def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] = ()
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-codec thresholds and lossless baselines from points of one dataset."""
+    criteria = list(criteria)
+    groups: dict[tuple, list[PointResult]] = defaultdict(list)
+    baselines: dict[str, Any] = {}
+    for p in points:
+        if p.lossy:
+            groups[p.group].append(p)
+        elif p.status == "ok":
+            baselines[p.setting["codec"]] = _codec_entry(p) | {"lossless_exact": bool(p.codec.get("bound_held"))}
+        else:
+            baselines[p.setting["codec"]] = {"failed": p.reason}
+    codecs: dict[str, Any] = {}
+    taken: set[str] = set()
+    for group, pts in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        codecs[_group_name(group, taken)] = curve_threshold(pts, criteria=criteria)
+    return codecs, baselines
+
+
+def _plain(obj: Any) -> Any:
+    """YAML-safe plain Python (tuples -> lists, numpy scalars -> floats)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    """Per codec, the least lossy threshold over the datasets measured under ``tolerances``
+    (the limiting dataset named); a dataset where nothing passed makes it None."""
+    combined: dict[str, Any] = {}
+    names = sorted({c for d in datasets.values() for c in (d.get("codecs") or {})})
+    for codec in names:
+        per: dict[str, Any] = {}
+        excluded: dict[str, str] = {}
+        for ds_name, d in sorted(datasets.items()):
+            entry = (d.get("codecs") or {}).get(codec)
+            if entry is None:
+                continue
+            if d.get("tolerances") != tolerances:
+                excluded[ds_name] = "measured under other tolerances"
+                continue
+            per[ds_name] = entry
+        if not per:
+            continue
+        grows = next(iter(per.values())).get("larger_means_more_loss", True)
+        none = [n for n, e in per.items() if e.get("bound") is None]
+        if none:
+            out: dict[str, Any] = {"bound": None, "limiting_dataset": none[0]}
+        else:
+            pick = min if grows else max
+            limiting = pick(per, key=lambda n: per[n]["bound"])
+            e = per[limiting]
+            out = {"bound": e["bound"], "limiting_dataset": limiting, "mode": e.get("mode"),
+                   **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype")}}
+        out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio")}
+                              for n, e in per.items()}
+        if excluded:
+            out["excluded_datasets"] = excluded
+        combined[codec] = out
+    return combined
+
+
+def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Put one dataset's entry into the thresholds file (others kept), recombine, write.
+
+    Runs under a file lock, so parallel jobs merge rather than overwrite each other.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        doc: dict[str, Any] = {}
+        if path.exists():
+            try:
+                doc = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                log.warning("thresholds file %s unreadable (%s); starting it anew", path, exc)
+        datasets = dict(doc.get("datasets") or {})
+        old = datasets.get(dataset_name)
+        if old and (old.get("dataset") or {}).get("sha256") != entry["dataset"]["sha256"]:
+            log.warning("dataset %s changed content (sha256 %s -> %s): its thresholds are replaced",
+                        dataset_name, str(old["dataset"].get("sha256"))[:12], entry["dataset"]["sha256"][:12])
+        datasets[dataset_name] = _plain(entry)
+        out = {
+            "technique": technique,
+            "rule": RULE,
+            "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "codecs": combine_datasets(datasets, tolerances=_plain(entry["tolerances"])),
+            "datasets": datasets,
+        }
+        atomic_write_text(path, yaml.safe_dump(_plain(out), sort_keys=False))
+    return out
+
+
+def load_thresholds(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def rebuild_filter(entry: Mapping[str, Any]):
+    """The hdf5plugin filter object of a thresholds entry (for ``create_dataset(**filter)``)."""
+    spec = entry["hdf5plugin"]
+    return filter_from_config(spec["class"], spec["kwargs"])

@@ -1,0 +1,101 @@
+"""Threshold search strategies on synthetic responses (our own glue: no codec runs here)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lossbound.core.errors import ConfigError
+from lossbound.core.types import PointResult
+from lossbound.study.search import BisectSearch, GridSearch, make_search, non_monotonic
+from lossbound.study.tolerance import Tolerances
+
+TOL = Tolerances({"err": {"max": 0.5}, "dice": {"min": 0.99}})
+IDEAL = {"err": 0.0, "dice": 1.0}
+GRID = [2 * math.sqrt(2) ** k for k in range(21)]  # sqrt(2) steps over [2, 2048]
+
+
+def _point(v: float, crossing: float, *, grows: bool = True, noise: float = 0.0) -> PointResult:
+    """A codec whose error grows like its bound (or like 1/value when less is lossier)."""
+    x = v / crossing if grows else crossing / v
+    jitter = 1 + noise * math.sin(7.3 * v)  # deterministic "noise"
+    metrics = {"err": 0.5 * x * jitter, "dice": 1 - 0.01 * (x / 1.3) ** 1.5}
+    p = PointResult(point_id=str(v), label=str(v), setting={"value": v}, lossy=True, metrics=metrics)
+    p.passed = TOL.check(metrics).passed
+    return p
+
+
+def _run(search, crossing, *, workers=1, grows=True, noise=0.0):
+    known = {}
+    while proposals := search.propose(known, []):
+        for v in proposals[:workers]:
+            known[v] = _point(v, crossing, grows=grows, noise=noise)
+    lo, _ = search.bracket_state(known)
+    return (search.value(lo) if lo is not None else None), known
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+@pytest.mark.parametrize("crossing", [3.0, 17.0, 64.0, 100.0, 300.0, 700.0, 1500.0])
+def test_bisect_finds_the_grid_threshold_with_a_third_of_the_evaluations(crossing, noise):
+    grid_threshold = max(g for g in GRID if _point(g, crossing, noise=noise).passed)
+    for workers in (1, 2):
+        search = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL)
+        threshold, known = _run(search, crossing, workers=workers, noise=noise)
+        assert abs(math.log(threshold / grid_threshold)) <= math.log(math.sqrt(2)) + 1e-9
+        assert len(known) <= len(GRID) / 3, sorted(known)
+        lo, hi = search.bracket_state(known)
+        assert hi - lo <= math.log(math.sqrt(2)) + 1e-9
+
+
+def test_bisect_without_interpolation_still_converges():
+    search = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, interpolate=0)
+    threshold, known = _run(search, 100.0)
+    assert 100 / math.sqrt(2) <= threshold <= 100 and len(known) <= 10
+
+
+def test_bisect_expands_beyond_the_bracket_and_honours_the_direction():
+    # the whole bracket passes: it expands upwards
+    search = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, bracket=[2, 64])
+    threshold, _ = _run(search, 700.0)
+    assert 700 / math.sqrt(2) <= threshold <= 700
+    # PSNR-like mode: larger values are less lossy; the threshold is the smallest passing one
+    search = BisectSearch(grows=False, integer=False, tolerances=TOL, ideal=IDEAL, bracket=[20, 120])
+    threshold, known = _run(search, 45.0, grows=False)
+    assert 45 <= threshold <= 45 * math.sqrt(2) and len(known) <= 8
+    # nothing passes down to the limit: no threshold
+    search = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, limits=[1, 1e4])
+    assert _run(search, 0.5)[0] is None
+
+
+def test_integer_search_proposes_integers_and_resumes_from_known_points():
+    search = BisectSearch(grows=True, integer=True, tolerances=TOL, ideal=IDEAL)
+    threshold, known = _run(search, 37.0)
+    assert all(float(v).is_integer() for v in known) and 26 <= threshold <= 37
+    # a search handed its own finished evaluations proposes nothing more: resume is free
+    assert search.propose(known, []) == []
+    # handed half of them, it proposes only what is missing
+    part = dict(list(sorted(known.items()))[:2])
+    assert set(search.propose(part, [])) <= set(known) | set(range(1, 5000))
+
+
+def test_grid_proposes_every_value_not_known_least_lossy_first():
+    g = GridSearch(values=[64, 2, 8], grows=True, integer=False, tolerances=TOL)
+    assert g.propose({2.0: None}, [8.0]) == [64.0]
+    g = GridSearch(values=[40, 80, 60], grows=False, integer=False, tolerances=TOL)
+    assert g.propose({}, []) == [80.0, 60.0, 40.0]
+
+
+def test_non_monotonic_passes_are_reported():
+    pts = [_point(v, 10.0) for v in (2, 4, 16)] + [_point(64, 100.0)]  # 64 "passes" above a failure
+    assert non_monotonic(pts, grows=True) == [64]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"strategy": "bisect", "bracket": [8, 2]}, "bracket"),
+    ({"strategy": "bisect", "resolution": 1.0}, "resolution"),
+    ({"strategy": "bisect", "typo": 1}, "unknown option"),
+    ({"strategy": "annealing"}, "unknown search strategy"),
+])
+def test_search_config_errors(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        make_search(bad, grows=True, integer=False, tolerances=TOL, grid_values=[1, 2])

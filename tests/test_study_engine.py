@@ -1,0 +1,110 @@
+"""The study engine on real (small) studies: search vs grid, resume after kill -9, thresholds
+across datasets, evaluator walls. Real codecs, real reconstructions, a real MLflow store."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+from conftest import ROOT, compose, small_sim_overrides
+from lossbound.core.errors import ConfigError
+from lossbound.study.thresholds import load_thresholds
+
+GRID = [round(2 * math.sqrt(2) ** k, 3) for k in range(21)]  # sqrt(2) steps over [2, 2048]
+
+
+def _run(overrides):
+    import evaluate
+    from lossbound.study import context
+
+    context._CONTEXTS.clear()  # as a new process would
+    return evaluate.run(compose(overrides))
+
+
+def test_bisect_reaches_the_grid_threshold_with_a_third_of_the_evaluations(tmp_path):
+    """On real codecs and reconstructions: search=bisect vs a sqrt(2) grid over [2, 2048]."""
+    common = small_sim_overrides(tmp_path) + ["codec=[sz3,sperr]", "sweep.baselines=[]", "tracking.enabled=false"]
+    grid = _run(common + ["search=grid", f"sweep.bounds=[{','.join(map(str, GRID))}]",
+                          f"paths.journal_dir={tmp_path / 'journal_grid'}"])
+    bisect = _run(common + ["search=bisect", f"paths.journal_dir={tmp_path / 'journal_bisect'}"])
+    for codec in ("sz3", "sperr"):
+        g, b = grid.codecs[codec], bisect.codecs[codec]
+        assert g["evaluations"] == 21
+        assert b["evaluations"] <= 7, b["tested_values"]
+        assert g["bound"] is not None and b["bound"] is not None
+        assert abs(math.log(b["bound"] / g["bound"])) <= math.log(math.sqrt(2)) + 1e-6, (g["bound"], b["bound"])
+        assert b["search"]["strategy"] == "bisect"
+
+
+def test_kill_9_then_rerun_recomputes_nothing_finished(tmp_path):
+    over = small_sim_overrides(tmp_path) + [
+        "codec=[sz3,sz]", "search=grid", f"sweep.bounds=[{','.join(map(str, GRID))}]", "sweep.workers=1"]
+    journal = tmp_path / "runs" / "journal" / "tomo.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "evaluate", *over], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 6:
+                break
+            assert proc.poll() is None, "the study ended before it could be killed"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the study ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    finished = {json.loads(line)["point_id"] for line in journal.read_text().splitlines() if line.endswith("}")}
+    assert 6 <= len(finished) < 2 + 2 * len(GRID)
+
+    res = _run(over)
+    assert res.reused == len(finished)
+    recomputed = {p.point_id for p in res.points if not p.reused}
+    assert not recomputed & finished
+    assert len(res.points) == 2 + 2 * len(GRID)
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tomo")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    statuses = [r.info.status for r in runs]
+    assert "RUNNING" not in statuses
+    assert statuses.count("KILLED") >= 1  # the study run of the killed process (and its point)
+    # every finished point still has its run: the re-run logged only the recomputed ones
+    point_runs = [r for r in runs if r.data.tags.get("lossbound.role") == "point" and r.info.status == "FINISHED"]
+    assert {r.data.tags["point_id"] for r in point_runs} >= finished | recomputed
+
+
+def test_a_second_dataset_adds_and_the_limiting_one_is_named(tmp_path):
+    base = small_sim_overrides(tmp_path) + ["codec=[sz3]", "search=grid", "sweep.bounds=[2,32,128,512]",
+                                            "sweep.baselines=[]", "tracking.enabled=false"]
+    a = _run(base)
+    # another sample (other seed, brighter beam would be another dataset too): its own name and file
+    b = _run(base + [f"dataset.path={tmp_path / 'other.h5'}", "dataset.name=sim_other",
+                     "dataset.simulation.seed=5", "dataset.simulation.n_cols=64"])
+    doc = load_thresholds(tmp_path / "runs" / "thresholds" / "tomo.yaml")
+    assert set(doc["datasets"]) == {"sim_tomo", "sim_other"}
+    bounds = {"sim_tomo": a.codecs["sz3"]["bound"], "sim_other": b.codecs["sz3"]["bound"]}
+    combined = doc["codecs"]["sz3"]
+    assert combined["bound"] == min(bounds.values())
+    assert bounds[combined["limiting_dataset"]] == combined["bound"]
+    assert {k: v["bound"] for k, v in combined["per_dataset"].items()} == bounds
+    # running the first dataset again never erases the second
+    _run(base)
+    assert set(load_thresholds(tmp_path / "runs" / "thresholds" / "tomo.yaml")["datasets"]) == {"sim_tomo", "sim_other"}
+
+
+def test_two_evaluators_writing_one_metric_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="both produce metric 'recon_psnr'"):
+        _run(small_sim_overrides(tmp_path) + ["codec=[sz3]", "tracking.enabled=false",
+                                              "+technique.evaluators.second={evaluator: image_quality}"])
+    # with its own prefix the second evaluator is welcome
+    res = _run(small_sim_overrides(tmp_path) + [
+        "codec=[sz3]", "search=grid", "sweep.bounds=[4]", "sweep.baselines=[]", "tracking.enabled=false",
+        "+technique.evaluators.full={evaluator: image_quality, prefix: full, mask: null}"])
+    m = res.points[0].metrics
+    assert {"recon_psnr", "full_psnr"} <= set(m) and m["recon_psnr"] != m["full_psnr"]
