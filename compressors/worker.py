@@ -8,7 +8,6 @@ process that is reused across calls; when it dies or times out the call raises
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
 import signal
 import time
@@ -16,6 +15,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, TypeVar
 
 import numpy as np
+
+from lossbound.core.processes import spawn_context
 
 from .hdf5 import RoundTrip, roundtrip
 from .specs import CodecSetting
@@ -117,10 +118,9 @@ class CodecWorker:
 
     def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
-            # spawn, not fork: a forked child would inherit HDF5 library state and locks.
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=spawn_context(),
                 initializer=_warm_up,
             )
         return self._pool

@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Sequence
 
 from compressors import CodecSetting, CodecWorker
+from lossbound.core.processes import spawn_context
 from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for
 from lossbound.study.point import evaluate_point
@@ -116,7 +117,7 @@ class PointRunner:
     def _start_pool(self) -> None:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=spawn_context(),
             initializer=_init_worker,
             initargs=(self.ctx.spec, self.threads, self.isolate, self.timeout, [s.as_dict() for s in self.warm]),
         )

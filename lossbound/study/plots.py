@@ -5,55 +5,70 @@ import math
 from collections import defaultdict
 from typing import Iterable
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lossbound.core.types import PointResult
 from lossbound.study.tolerance import Tolerances
 
 
-def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title: str = "") -> Figure:
-    """Each tolerance metric and the compression ratio against the error bound, per codec.
+def _positive(values: Iterable[float | None]) -> bool:
+    return any(v is not None and math.isfinite(v) and v > 0 for v in values)
 
-    Tolerance limits are drawn as dashed lines; failed points (crash) are marked with x on
-    the ratio panel's axis.
+
+def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title: str = "") -> Figure:
+    """Each tolerance metric and the compression ratio against the codec value, per codec.
+
+    Tolerance limits are drawn as dashed lines; points outside tolerance are ringed; failed
+    points (crash) are marked with x at the bottom of each panel. Axes are logarithmic where
+    the data allow it, so a study in which every point failed still draws what exists.
     """
     curves: dict[str, list[PointResult]] = defaultdict(list)
     for p in points:
-        if p.lossy:
+        if p.lossy and p.value is not None:
             curves[" ".join(str(x) for x in p.group if x not in (None, ""))].append(p)
     panels = ["compression ratio"] + [c.metric for c in tolerances]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+
+    def y_of(p: PointResult, panel: str) -> float | None:
+        return p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)
+
+    all_x = [p.value for pts in curves.values() for p in pts]
     for ax, panel in zip(axes, panels):
+        ys_all = []
         for i, (name, pts) in enumerate(sorted(curves.items())):
             color = f"C{i % 10}"  # explicit: marker-only plots below must not advance the cycle
             pts = sorted(pts, key=lambda p: p.value)
             ok = [p for p in pts if p.status == "ok"]
-            xs = [p.value for p in ok]
-            ys = [p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel) for p in ok]
-            ys = [float("nan") if y is None else y for y in ys]
-            ax.plot(xs, ys, "o-", label=name, ms=4, color=color)
+            ys = [y_of(p, panel) for p in ok]
+            ys = [float("nan") if y is None else float(y) for y in ys]
+            ys_all += ys
+            ax.plot([p.value for p in ok], ys, "o-", label=name, ms=4, color=color)
             for p in pts:
                 if p.status != "ok":
                     ax.plot([p.value], [0.0], "x", color=color, ms=8, transform=ax.get_xaxis_transform())
-                elif not p.passed:
-                    y = p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)
-                    if y is not None:
-                        ax.plot([p.value], [y], "o", mfc="none", mec="k", ms=9)
+                elif not p.passed and y_of(p, panel) is not None:
+                    ax.plot([p.value], [y_of(p, panel)], "o", mfc="none", mec="k", ms=9)
         crit = next((c for c in tolerances if c.metric == panel), None)
         for lim in (crit.min, crit.max) if crit else ():
             if lim is not None:
                 ax.axhline(lim, ls="--", color="k", lw=1)
-        ax.set_xscale("log", base=2)
-        if panel == "compression ratio":
+        if _positive(all_x):
+            ax.set_xscale("log", base=2)
+        if panel == "compression ratio" and _positive(ys_all):
             ax.set_yscale("log")
-        ax.set_xlabel("error bound (detector units)")
+        ax.set_xlabel("codec value (error bound in detector units for 'absolute')")
         ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=8)
+    if curves:
+        axes[0].legend(fontsize=8)
+    else:
+        axes[0].text(0.5, 0.5, "no lossy point evaluated", ha="center", va="center", transform=axes[0].transAxes)
     fig.suptitle(title + "   (ringed: outside tolerance; x: failed point; dashed: limit)", fontsize=10)
     return fig

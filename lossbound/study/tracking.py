@@ -11,6 +11,7 @@ which is the multi-user set-up. "database is locked" is retried, never dropped.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -89,9 +90,17 @@ class Tracker:
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         self.experiment_name = str(config["experiment"])
-        self.experiment_id = self._experiment(config)
+        # Jobs starting together on a new sqlite store would race through its schema
+        # migrations ("Online migration expected to match one row"): one at a time.
+        lock = contextlib.nullcontext()
+        if uri.startswith("sqlite:///"):
+            from filelock import FileLock
+
+            lock = FileLock(uri[len("sqlite:///"):] + ".lock")
+        with lock:
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(config)
 
     def _experiment(self, config: Mapping[str, Any]) -> str:
         from mlflow.exceptions import MlflowException

@@ -1,0 +1,20 @@
+"""Child processes that start the same way wherever we run."""
+from __future__ import annotations
+
+import multiprocessing
+from multiprocessing.context import SpawnContext
+
+__all__ = ["spawn_context"]
+
+
+def spawn_context() -> SpawnContext:
+    """The 'spawn' multiprocessing context, safe inside a joblib (loky) worker.
+
+    A process started by joblib's loky backend records 'loky' as its start method, and a
+    child spawned from it then fails with "cannot find context for 'loky'"; resetting the
+    start method to 'spawn' first avoids that. 'spawn', not 'fork': a forked child would
+    inherit HDF5 library state and locks.
+    """
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+        multiprocessing.set_start_method("spawn", force=True)
+    return multiprocessing.get_context("spawn")
