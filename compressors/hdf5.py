@@ -71,6 +71,9 @@ class RoundTrip:
         rebuilds the filter from it.
     dtype_converted : bool
         True when ``input_dtype`` changed the dtype before compression.
+    seconds : float
+        Wall time of the whole round trip where it ran (conversion, write, read, error
+        check); excludes shipping the data to and from a crash-isolating worker.
     skipped_chunks : int
         Chunks HDF5 stored without the filter. h5py registers plugin filters as optional,
         so a filter that fails on a chunk silently leaves it uncompressed; non-zero means
@@ -100,6 +103,7 @@ class RoundTrip:
     plugin_kwargs: dict[str, Any]
     dtype_converted: bool
     skipped_chunks: int = 0
+    seconds: float = 0.0
 
     def metrics(self) -> dict[str, float]:
         """Float metrics for experiment logging (``bound_held`` as 0/1 only when defined)."""
@@ -205,6 +209,7 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
     InputError
         Empty or 0-d data, or an integer ``input_dtype`` too narrow for the data.
     """
+    t_start = time.perf_counter()
     original = np.ascontiguousarray(data)
     if original.ndim == 0 or original.size == 0:
         raise InputError(f"cannot compress data of shape {original.shape}; expected a non-empty array")
@@ -283,4 +288,5 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
         plugin_kwargs=plugin_kwargs,
         dtype_converted=converted.dtype != original.dtype,
         skipped_chunks=skipped,
+        seconds=time.perf_counter() - t_start,
     )

@@ -119,8 +119,8 @@ def build_context(spec: ContextSpec) -> StudyContext:
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     evaluators = build_evaluators(tcfg.get("evaluators") or {})
     tolerances = Tolerances(tcfg.get("tolerances"))
-    data = technique.load(spec.dataset)
     t0 = time.perf_counter()
+    data = technique.load(spec.dataset)
 
     def compute():
         prepared = technique.prepare(data)

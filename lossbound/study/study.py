@@ -87,7 +87,7 @@ class StudyResult:
     raw_seconds: float
     raw_cached: bool
     wall_seconds: float
-    work_seconds: float                 # raw result (if computed) + the points' own work
+    work_seconds: float                 # data, raw result and references + the points' own work
     reused: int
     run_id: str | None
     experiment_id: str | None
@@ -221,7 +221,8 @@ class Study:
         finally:
             if status != "FINISHED":
                 tracker.end_run(run_id, "FAILED")
-        work = point_seconds(points) + (0.0 if ctx.raw_cached else ctx.raw_seconds)
+        # the science: reading the data, the raw result and references, and every point
+        work = point_seconds(points) + ctx.raw_seconds
 
         # Thresholds from every recorded point of this context (other jobs' included).
         criteria = [c.metric for c in ctx.tolerances]

@@ -215,7 +215,7 @@ class TomoTechnique(Technique):
         dfin = np.abs(diff[np.isfinite(diff)])
         dlim = float(np.percentile(dfin, 99.9)) if dfin.size else 0.0
         dlim = dlim if dlim > 0 else max(float(dfin.max()) if dfin.size else 0.0, 1e-12)
-        fig = Figure(figsize=(13.5, 4.6), layout="constrained")
+        fig = Figure(figsize=(13.5, 4.6))  # fixed margins: constrained layout costs more than drawing
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 3)
         panels = [
@@ -230,6 +230,7 @@ class TomoTechnique(Technique):
             fig.colorbar(im, ax=ax, shrink=0.85, label="attenuation (1/pixel)")
         rmse = float(np.sqrt(np.nanmean(diff**2)))
         fig.suptitle(f"{title}  (slice {k}, RMSE {rmse:.3g} /px)".strip())
+        fig.subplots_adjust(left=0.01, right=0.97, bottom=0.03, top=0.88, wspace=0.12)
         return fig
 
     def describe(self) -> dict[str, Any]:
