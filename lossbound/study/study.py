@@ -184,85 +184,33 @@ class Study:
     # -- the study -----------------------------------------------------------------------------
     def run(self) -> StudyResult:
         t_start = time.perf_counter()
-        cfg, tname = self.cfg, self.cfg["technique"]["name"]
         ctx = context_for(self.spec)
         data = ctx.data
         log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
         log.info("raw result %s in %.1f s (computed once, reused for every point)",
                  "from cache" if ctx.raw_cached else "computed", ctx.raw_seconds)
-        curves = build_curves(cfg, ctx)
-
-        tracking = dict(cfg.get("tracking") or {"enabled": False})
-        tracking["experiment"] = tracking.get("experiment") or tname
-        tracker = make_tracker(tracking)
+        curves = build_curves(self.cfg, ctx)
+        tracker = make_tracker({**(self.cfg.get("tracking") or {"enabled": False}),
+                                "experiment": (self.cfg.get("tracking") or {}).get("experiment") or self.tname})
         tracker.close_stale()
-        parent_of_job = None
-        if tracker.enabled and self.runtime.get("parent_run"):
-            parent_of_job = self.runtime["parent_run"](tracker)
-        stem = Path(data.source).stem
-        run_id = tracker.start_run(f"{tname} · {stem} · study", parent=parent_of_job,
-                                   tags={"lossbound.role": "study", "lossbound.dataset": data.name,
-                                         "lossbound.context": ctx.key})
         versions = library_versions()
-        strategy = (cfg.get("search") or {}).get("strategy", "grid")
-        tracker.log(run_id, params={
-            "technique": tname, "dataset": data.name, "dataset_sha256": data.checksum,
-            "dataset_source": data.source, "pipeline": ctx.technique.describe(),
-            "search": strategy, "workers": self.workers, "codecs": ", ".join(c.name for c in curves),
-            **{f"version.{k}": v for k, v in versions.items()},
-        })
-        tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
-        tracker.log_bytes(run_id, yaml.safe_dump(dict(cfg), sort_keys=False), "config.yaml")
-        status = "FAILED"
+        run_id = self._open_run(tracker, ctx, curves, versions)
         try:
-            points, reused = self._drive(ctx, curves, tracker, run_id, stem)
-            status = "FINISHED"
-        finally:
-            if status != "FINISHED":
-                tracker.end_run(run_id, "FAILED")
-        # the science: reading the data, the raw result and references, and every point
-        work = point_seconds(points) + ctx.raw_seconds
-
-        # Thresholds from every recorded point of this context (other jobs' included).
-        criteria = [c.metric for c in ctx.tolerances]
-        recorded = [judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()] \
-            if self.journal.path else points
-        by_id = {p.point_id: p for p in recorded}
-        by_id.update({p.point_id: p for p in points})
-        codecs, baselines = derive_thresholds(by_id.values(), criteria=criteria)
-        self._provenance(codecs, curves)
-        for name, e in codecs.items():
-            if e.get("passed_above_first_failure"):
-                log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
-                            name, data.name, e["passed_above_first_failure"])
-                tracker.log(run_id, tags={f"non_monotonic.{name}": e["passed_above_first_failure"]})
-        path = doc = None
-        if self.thresholds_dir is not None:
-            path = self.thresholds_dir / f"{tname}.yaml"
-            entry = {
-                "dataset": {"name": data.name, "source": data.source, "sha256": data.checksum},
-                "pipeline": ctx.technique.describe(), "tolerances": ctx.tolerances.as_dict(),
-                "versions": versions, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "mlflow_study_run_id": run_id, "codecs": codecs, "baselines": baselines,
-            }
-            doc = update_thresholds(path, technique=tname, dataset_name=data.name, entry=entry)
-            tracker.log_file(run_id, path)
-
-        for p in _select_figures(points, codecs, self.figures):
-            tracker.log_bytes(p.run_id, render_figure(ctx, p), "comparison.png")
-        fig = sweep_figure(list(by_id.values()), ctx.tolerances, title=f"{tname} on {data.name}")
-        tracker.log_bytes(run_id, _png(fig), "sweep.png")
-        summary = format_summary(points, codecs, baselines, metrics=criteria)
-        tracker.log_bytes(run_id, summary, "summary.txt")
-        tracker.log_bytes(run_id, json.dumps([p.to_dict() for p in points], indent=1, default=str), "points.json")
-        wall = time.perf_counter() - t_start
-        n_failed = sum(p.status != "ok" for p in points)
-        tracker.log(run_id, metrics={
-            "raw_seconds": ctx.raw_seconds, "n_points": len(points), "n_evaluated": len(points) - reused,
-            "n_reused": reused, "n_failed_points": n_failed, "n_passed_points": sum(p.passed for p in points),
-            "wall_seconds": wall, "work_seconds": work,
-        })
+            points, reused = self._drive(ctx, curves, tracker, run_id)
+            # the science: reading the data, the raw result and references, and every point
+            work = point_seconds(points) + ctx.raw_seconds
+            recorded, codecs, baselines, path, doc = self._thresholds(ctx, points, curves, versions, tracker, run_id)
+            summary = self._report(ctx, points, recorded, codecs, baselines, tracker, run_id)
+            wall = time.perf_counter() - t_start
+            tracker.log(run_id, metrics={
+                "raw_seconds": ctx.raw_seconds, "n_points": len(points), "n_evaluated": len(points) - reused,
+                "n_reused": reused, "n_failed_points": sum(p.status != "ok" for p in points),
+                "n_passed_points": sum(p.passed for p in points), "wall_seconds": wall, "work_seconds": work,
+            })
+        except BaseException as exc:
+            tracker.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
         tracker.end_run(run_id, "FINISHED")
         log.info("\n%s", summary)
         if path is not None:
@@ -272,8 +220,69 @@ class Study:
         return StudyResult(points, codecs, baselines, path, doc, ctx.raw_seconds, ctx.raw_cached, wall, work,
                            reused, run_id, tracker.experiment_id)
 
+    @property
+    def tname(self) -> str:
+        return self.cfg["technique"]["name"]
+
+    def _open_run(self, tracker, ctx: StudyContext, curves: list[Curve], versions: Mapping[str, str]) -> str | None:
+        """The study's MLflow run (nested under the multirun's), with everything logged once."""
+        data = ctx.data
+        parent = self.runtime["parent_run"](tracker) if tracker.enabled and self.runtime.get("parent_run") else None
+        run_id = tracker.start_run(f"{self.tname} · {Path(data.source).stem} · study", parent=parent,
+                                   tags={"lossbound.role": "study", "lossbound.dataset": data.name,
+                                         "lossbound.context": ctx.key})
+        tracker.log(run_id, params={
+            "technique": self.tname, "dataset": data.name, "dataset_sha256": data.checksum,
+            "dataset_source": data.source, "pipeline": ctx.technique.describe(),
+            "search": (self.cfg.get("search") or {}).get("strategy", "grid"), "workers": self.workers,
+            "codecs": ", ".join(c.name for c in curves), **{f"version.{k}": v for k, v in versions.items()},
+        })
+        tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
+        tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")
+        return run_id
+
+    def _thresholds(self, ctx: StudyContext, points: list[PointResult], curves: list[Curve],
+                    versions: Mapping[str, str], tracker, run_id: str | None):
+        """This dataset's thresholds from every recorded point of the context (other jobs'
+        included), merged into the thresholds file."""
+        data = ctx.data
+        recorded = {p.point_id: judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()}
+        recorded.update({p.point_id: p for p in points})
+        codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances])
+        searches = {c.name: c.search.describe() for c in curves if c.search is not None}
+        for name, e in codecs.items():
+            e["search"] = searches.get(name, {"strategy": "recorded points"})
+            if e.get("passed_above_first_failure"):
+                log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
+                            name, data.name, e["passed_above_first_failure"])
+                tracker.log(run_id, tags={f"non_monotonic.{name}": e["passed_above_first_failure"]})
+        path = doc = None
+        if self.thresholds_dir is not None:
+            path = self.thresholds_dir / f"{self.tname}.yaml"
+            entry = {
+                "dataset": {"name": data.name, "source": data.source, "sha256": data.checksum},
+                "pipeline": ctx.technique.describe(), "tolerances": ctx.tolerances.as_dict(),
+                "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "mlflow_study_run_id": run_id, "codecs": codecs, "baselines": baselines,
+            }
+            doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry)
+            tracker.log_file(run_id, path)
+        return list(recorded.values()), codecs, baselines, path, doc
+
+    def _report(self, ctx: StudyContext, points: list[PointResult], recorded: list[PointResult],
+                codecs: Mapping[str, Any], baselines: Mapping[str, Any], tracker, run_id: str | None) -> str:
+        """Figures (per the policy), the criteria-vs-value figure, summary and points."""
+        for p in _select_figures(points, codecs, self.figures):
+            tracker.log_bytes(p.run_id, render_figure(ctx, p), "comparison.png")
+        fig = sweep_figure(recorded, ctx.tolerances, title=f"{self.tname} on {ctx.data.name}")
+        tracker.log_bytes(run_id, _png(fig), "sweep.png")
+        summary = format_summary(points, codecs, baselines, metrics=[c.metric for c in ctx.tolerances])
+        tracker.log_bytes(run_id, summary, "summary.txt")
+        tracker.log_bytes(run_id, json.dumps([p.to_dict() for p in points], indent=1, default=str), "points.json")
+        return summary
+
     # -- pieces --------------------------------------------------------------------------------
-    def _drive(self, ctx: StudyContext, curves: list[Curve], tracker, parent: str | None, stem: str
+    def _drive(self, ctx: StudyContext, curves: list[Curve], tracker, parent: str | None
                ) -> tuple[list[PointResult], int]:
         """Run every curve's search to its end, ``self.workers`` points at a time."""
         journal = {p.point_id: judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()}
@@ -292,7 +301,8 @@ class Study:
         if reused:
             log.info("reused %d finished points from %s", reused, self.journal.path)
         in_flight: dict[concurrent.futures.Future, tuple[Curve, Any, str | None]] = {}
-        tname = self.cfg["technique"]["name"]
+        lost: dict[tuple[str, Any], int] = {}
+        tname, stem = self.tname, Path(ctx.data.source).stem
         bar = tqdm(desc=f"{tname} study on {ctx.data.name}", unit="pt", disable=not self.sweep.get("progress", True))
         warm = _warm_settings(curves)
         with PointRunner(ctx, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
@@ -320,31 +330,34 @@ class Study:
                 if not in_flight:
                     break
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
-                broken = False
-                for fut in done:
-                    c, value, rid = in_flight.pop(fut)
-                    pending[c.name].discard(value)
-                    exc = fut.exception()
-                    if exc is None:
-                        point = fut.result()
-                    else:  # the worker process itself died (not a codec: those are isolated)
-                        point = self._failed_point(ctx, c.setting(value), exc)
-                        broken |= is_broken_pool(exc)
-                    point.run_id = rid
-                    self._record(tracker, point)
-                    known[c.name][value] = point
-                    points.append(point)
-                    bar.update(1)
-                if broken:
-                    for fut, (c, value, rid) in list(in_flight.items()):  # lost with the pool
+                if any(is_broken_pool(f.exception()) for f in done):
+                    # A worker process died (codec crashes are isolated, so this is rare): every
+                    # point in flight is lost with the pool. Each is tried again once; a point
+                    # lost twice is recorded failed, so a deterministic crash cannot loop.
+                    for fut, (c, value, rid) in list(in_flight.items()):
                         pending[c.name].discard(value)
-                        point = self._failed_point(ctx, c.setting(value), RuntimeError("worker pool broke"))
+                        lost[(c.name, value)] = lost.get((c.name, value), 0) + 1
+                        if lost[(c.name, value)] < 2:
+                            tracker.end_run(rid, "KILLED")
+                            continue
+                        point = self._failed_point(ctx, c.setting(value), RuntimeError("worker process died twice"))
                         point.run_id = rid
                         self._record(tracker, point)
                         known[c.name][value] = point
                         points.append(point)
                     in_flight.clear()
                     runner.restart()
+                    continue
+                for fut in done:
+                    c, value, rid = in_flight.pop(fut)
+                    pending[c.name].discard(value)
+                    exc = fut.exception()
+                    point = fut.result() if exc is None else self._failed_point(ctx, c.setting(value), exc)
+                    point.run_id = rid
+                    self._record(tracker, point)
+                    known[c.name][value] = point
+                    points.append(point)
+                    bar.update(1)
         bar.close()
         return points, reused
 
@@ -367,13 +380,6 @@ class Study:
                     "point_seconds": point.seconds}, tags=tags)
         tracker.end_run(point.run_id, "FINISHED" if point.status == "ok" else "FAILED")
         self.journal.append(point)
-
-    @staticmethod
-    def _provenance(codecs: dict[str, Any], curves: list[Curve]) -> None:
-        searches = {c.name: c.search.describe() for c in curves if c.search is not None}
-        for name, e in codecs.items():
-            e["search"] = searches.get(name, {"strategy": "recorded points"})
-
 
 def _group_of(setting: CodecSetting) -> tuple:
     chunks = setting.chunks
