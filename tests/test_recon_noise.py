@@ -17,8 +17,8 @@ from pipelines.base import Dataset
 def _recon(seed: int):
     a = simulate_tomo(n_angles=240, n_rows=4, n_cols=128, seed=seed)
     data = Dataset("sim", {k: a[k] for k in ("projections", "flats", "darks", "theta")}, "projections", "sim")
-    tech = TECHNIQUES.get("tomo")({"backend": "algotom", "halves": True})
-    return data, tech.run(data, {"center": float(a["center"])})
+    tech = TECHNIQUES.get("tomo")({"backend": "algotom", "halves": True, "center": float(a["center"])})
+    return data, tech.run(data, tech.prepare(data))  # prepare: the camera's defect map
 
 
 def test_half_set_noise_matches_independent_realisations():

@@ -15,25 +15,26 @@ from pipelines.tomo.simulate import (
 from pipelines.tomo.io import read_dataexchange, read_ground_truth
 
 SMALL = dict(n_angles=90, n_rows=6, n_cols=128, n_flats=12, n_darks=12)
+CLEAN = dict(dead_pixels=0, hot_pixels=0, zingers=0)  # the statistics below are of working pixels
 
 
 @pytest.fixture(scope="module")
 def sim() -> dict[str, np.ndarray]:
-    return simulate_tomo(**SMALL)
+    return simulate_tomo(**SMALL, **CLEAN)
 
 
 def test_deterministic_for_a_seed(sim):
-    again = simulate_tomo(**SMALL)
+    again = simulate_tomo(**SMALL, **CLEAN)
     for key in sim:
         np.testing.assert_array_equal(again[key], sim[key], err_msg=key)
 
 
 def test_other_seed_is_another_measurement_of_the_same_sample(sim):
-    other = simulate_tomo(**SMALL, seed=1)
+    other = simulate_tomo(**SMALL, **CLEAN, seed=1)
     assert not np.array_equal(other["projections"], sim["projections"])
     assert not np.array_equal(other["flats"], sim["flats"])
     np.testing.assert_array_equal(other["phantom"], sim["phantom"])
-    relayout = simulate_tomo(**SMALL, layout_seed=1)
+    relayout = simulate_tomo(**SMALL, **CLEAN, layout_seed=1)
     assert not np.array_equal(relayout["labels"], sim["labels"])
 
 
@@ -108,7 +109,7 @@ def test_simulation_params_normalise_and_reject_unknown_names():
 
 def test_write_read_round_trip(sim, tmp_path):
     path = tmp_path / "sub" / "scan.h5"
-    params = simulation_params(**SMALL)
+    params = simulation_params(**SMALL, **CLEAN)
     write_dataexchange(path, sim, attrs=params)
     assert sorted(p.name for p in path.parent.iterdir()) == ["scan.h5"]  # no temporary left behind
     back = read_dataexchange(path)
@@ -121,3 +122,17 @@ def test_write_read_round_trip(sim, tmp_path):
     np.testing.assert_array_equal(truth["labels"], sim["labels"])
     assert truth["center"] == float(sim["center"])
     assert truth["materials"][4]["name"] == "metal"
+
+
+def test_the_default_camera_has_a_dead_pixel_a_hot_pixel_and_zingers(sim):
+    """Real detectors have defects: so does the default simulation (and every test using it)."""
+    bad = simulate_tomo(**SMALL)
+    diff = bad["projections"].astype(np.int64) - sim["projections"].astype(np.int64)
+    dead = np.argwhere((bad["flats"] == 0).all(axis=0))
+    assert len(dead) == 1
+    r, c = dead[0]
+    assert (bad["projections"][:, r, c] == 0).all() and (bad["darks"][:, r, c] == 0).all()
+    hot = np.argwhere((diff > 7000).all(axis=0))
+    assert len(hot) == 1 and (bad["flats"][:, hot[0][0], hot[0][1]] == sim["flats"][:, hot[0][0], hot[0][1]]).all()
+    spikes = (diff > 10000) & ~(diff > 7000).all(axis=0)[None]
+    assert 1 <= spikes.sum() <= 6 and (spikes.sum(axis=0) <= 1).all()  # single-frame spikes

@@ -24,11 +24,14 @@ from pipelines.tomo import recon
 REPO = Path(__file__).resolve().parents[1]
 TOOTH = REPO.parent / "shared" / "data" / "tomo" / "tooth.h5"
 SIM = dict(n_angles=180, n_rows=8, n_cols=128, n_flats=10, n_darks=10)
+# The backend tests below compare bare reconstructions with the phantom: a camera without
+# defects. The defect handling is tested on the default (defective) camera further down.
+CLEAN = dict(dead_pixels=0, hot_pixels=0, zingers=0)
 
 
 @pytest.fixture(scope="module")
 def sim() -> dict[str, np.ndarray]:
-    return simulate_tomo(**SIM)
+    return simulate_tomo(**SIM, **CLEAN)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,7 @@ def recons(sim, sinograms) -> dict[str, np.ndarray]:
 @pytest.fixture()
 def scan_file(sim, tmp_path) -> Path:
     path = tmp_path / "scan.h5"
-    write_dataexchange(path, sim, attrs=simulation_params(**SIM))
+    write_dataexchange(path, sim, attrs=simulation_params(**SIM, **CLEAN))
     return path
 
 
@@ -276,7 +279,9 @@ def test_technique_generates_caches_and_runs(tmp_path, caplog):
     assert _digest(path) == before and again.checksum == ds.checksum
 
     prepared = tech.prepare(ds)
-    assert set(prepared) == {"center"}
+    assert set(prepared) == {"center", "defective_pixels", "defect_counts", "zingers"}
+    # the default camera has one dead and one hot pixel, found and nothing else
+    assert prepared["defect_counts"] == {"non_finite": 0, "dead": 1, "saturated": 0, "hot": 1}
     assert prepared["center"] == pytest.approx(ds.meta["ground_truth"]["center"], abs=0.5)
     result = tech.run(ds, prepared)
     assert set(result) == {"recon", "recon_even", "recon_odd"}
@@ -303,7 +308,7 @@ def test_technique_center_from_config_and_bad_rows(scan_file):
     tech = TECHNIQUES.get("tomo")({"center": 64.5, "halves": False, "rows": {"start": 2, "stop": 3}})
     ds = tech.load({"path": str(scan_file), "format": "auto"})
     assert ds.name == "scan"
-    assert tech.prepare(ds) == {"center": 64.5}
+    assert tech.prepare(ds)["center"] == 64.5
     assert set(tech.run(ds, {"center": 64.5})) == {"recon"}
     # max_rows thins the selection evenly: 8 rows, at most 3 -> every third row.
     thin = TECHNIQUES.get("tomo")({"max_rows": 3, "halves": False, "center": 64.5})

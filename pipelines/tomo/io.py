@@ -90,6 +90,40 @@ def _check(path: str, arrays: Mapping[str, np.ndarray], keys: Mapping[str, str])
         )
     if not np.all(np.isfinite(theta)):
         raise InputError(f"{path}: '{keys['theta']}' contains non-finite angles")
+    _check_content(path, arrays, keys)
+
+
+# A frame with more non-finite pixels than this is not a measurement with some bad pixels.
+MAX_NON_FINITE_FRACTION = 0.5
+
+
+def _check_content(path: str, arrays: Mapping[str, np.ndarray], keys: Mapping[str, str]) -> None:
+    """Refuse data no reconstruction can be computed from, naming what is wrong."""
+    for name in ("projections", "flats", "darks"):
+        a = arrays[name]
+        if a.dtype.kind not in "iuf":
+            raise InputError(
+                f"{path}: '{keys[name]}' has dtype {a.dtype} (expected integer or floating-point detector counts)"
+            )
+        if a.dtype.kind == "f":
+            bad = (~np.isfinite(a)).reshape(a.shape[0], -1).mean(axis=1)
+            if bad.max() > MAX_NON_FINITE_FRACTION:
+                i = int(np.argmax(bad))
+                raise InputError(
+                    f"{path}: '{keys[name]}' frame {i} is {100 * bad[i]:.0f} % NaN/Inf "
+                    f"(expected at most {100 * MAX_NON_FINITE_FRACTION:.0f} % non-finite pixels)"
+                )
+    proj = arrays["projections"]
+    if not np.any(np.nan_to_num(proj, nan=0.0, posinf=0.0, neginf=0.0)):
+        raise InputError(f"{path}: '{keys['projections']}' is all zero (expected measured projections)")
+    with np.errstate(all="ignore"):
+        open_beam = np.nanmedian(np.asarray(arrays["flats"], np.float64)) - \
+            np.nanmedian(np.asarray(arrays["darks"], np.float64))
+    if not open_beam > 0:
+        raise InputError(
+            f"{path}: flats '{keys['flats']}' are not above the darks '{keys['darks']}' "
+            f"(median open beam {open_beam:.4g}; expected open-beam frames brighter than the darks)"
+        )
 
 
 def read_dataexchange(

@@ -38,7 +38,7 @@ from lossbound.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-SIMULATION_VERSION = 1
+SIMULATION_VERSION = 2  # 2: detector defects (dead and hot pixel, zingers)
 """Bumped whenever the phantom or detector model changes, so cached files are regenerated."""
 
 REFERENCE_COLS = 256
@@ -84,6 +84,9 @@ _DEFAULTS: dict[str, Any] = dict(
     center_offset=1.7,
     flux_jitter=1e-3,
     n_subpixels=4,
+    dead_pixels=1,
+    hot_pixels=1,
+    zingers=6,
 )
 
 
@@ -446,6 +449,9 @@ def simulate_tomo(
     center_offset: float = 1.7,
     flux_jitter: float = 1e-3,
     n_subpixels: int = 4,
+    dead_pixels: int = 1,
+    hot_pixels: int = 1,
+    zingers: int = 6,
 ) -> dict[str, np.ndarray]:
     """Simulate a parallel-beam scan over [0, 180) degrees, with its ground truth.
 
@@ -470,6 +476,12 @@ def simulate_tomo(
         Relative standard deviation of the beam flux from frame to frame.
     n_subpixels : int
         Rays per detector pixel (the detector integrates intensity, not line integrals).
+    dead_pixels, hot_pixels : int
+        Defective pixels of the camera (placed by ``layout_seed``): a dead pixel reads 0 in
+        every frame (flats and darks too); a hot pixel reads ~8000 ADU too high in every
+        projection (not in the flats), as a pixel with a leaky readout does.
+    zingers : int
+        Single-frame spikes (direct hits, placed by ``seed``): +15000 ADU in one projection.
 
     Returns
     -------
@@ -495,7 +507,12 @@ def simulate_tomo(
         center_offset=center_offset,
         flux_jitter=flux_jitter,
         n_subpixels=n_subpixels,
+        dead_pixels=dead_pixels,
+        hot_pixels=hot_pixels,
+        zingers=zingers,
     )
+    if min(p["dead_pixels"], p["hot_pixels"], p["zingers"]) < 0:
+        raise ValueError(f"defect counts must be >= 0, got {p}")
     if min(p["n_angles"], p["n_rows"], p["n_cols"], p["n_flats"], p["n_darks"], p["n_subpixels"]) < 1:
         raise ValueError(f"sizes must be positive, got {p}")
     if p["n_cols"] < 32:
@@ -570,6 +587,20 @@ def simulate_tomo(
     flats = frames(1.0, p["n_flats"])
     darks = frames(0.0, p["n_darks"])
     projections = frames(transmission, n_angles)
+
+    # Detector defects, away from the border so every one has neighbours on its row.
+    n_def = p["dead_pixels"] + p["hot_pixels"]
+    if n_def:
+        inner = [(r, c) for r in range(1, n_rows - 1) for c in range(2, n_cols - 2)]
+        picks = det_rng.choice(len(inner), size=min(n_def, len(inner)), replace=False)
+        spots = [inner[i] for i in picks]
+        for r, c in spots[: p["dead_pixels"]]:
+            projections[:, r, c] = flats[:, r, c] = darks[:, r, c] = 0
+        for r, c in spots[p["dead_pixels"]:]:
+            projections[:, r, c] = np.minimum(projections[:, r, c].astype(np.int64) + 8000, 65535).astype(np.uint16)
+    for _ in range(p["zingers"]):
+        a, r, c = rng.integers(n_angles), rng.integers(n_rows), rng.integers(n_cols)
+        projections[a, r, c] = min(int(projections[a, r, c]) + 15000, 65535)
     log.info(
         "simulated tomo scan %s in %.2f s (geometry %.2f s); min transmission %.3f",
         projections.shape,

@@ -19,6 +19,7 @@ from pipelines import TECHNIQUES
 from pipelines.base import Dataset, Result, Technique
 from pipelines.tomo import io as tomo_io
 from pipelines.tomo import recon
+from pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "halves": True,
     "min_transmission": 1e-3,
     "tomopy_algorithm": "gridrec",
+    # defective pixels (dead, saturated, hot, non-finite): found on the raw scan, interpolated
+    "defects": {"enabled": True, "dead_fraction": 0.1, "hot_sigma": 20.0},
+    # single-frame spikes above the median of neighbouring frames by this many sigmas; null = off
+    "zinger_sigma": 8.0,
+    # algotom ring (stripe) removal on each sinogram: null (off) or 'sorting'
+    "ring_removal": None,
 }
 
 
@@ -59,7 +66,8 @@ class TomoTechnique(Technique):
                 f"tomo pipeline: unknown option(s) {', '.join(unknown)}; expected: {', '.join(DEFAULT_CONFIG)}"
             )
         rows = {**DEFAULT_CONFIG["rows"], **dict(config.get("rows") or {})}
-        merged = {**DEFAULT_CONFIG, **config, "rows": rows}
+        defects = {**DEFAULT_CONFIG["defects"], **dict(config.get("defects") or {})}
+        merged = {**DEFAULT_CONFIG, **config, "rows": rows, "defects": defects}
         if merged["center"] in ("auto", "none", "None"):
             merged["center"] = None
         super().__init__(merged)
@@ -77,6 +85,14 @@ class TomoTechnique(Technique):
             raise ConfigError(f"tomo max_rows must be a positive integer or null, got {max_rows!r}")
         if not 0.0 < float(merged["min_transmission"]) < 1.0:
             raise ConfigError(f"tomo min_transmission must be in (0, 1), got {merged['min_transmission']!r}")
+        if unknown := sorted(set(defects) - set(DEFAULT_CONFIG["defects"])):
+            raise ConfigError(f"tomo defects: unknown option(s) {', '.join(unknown)}; "
+                              f"expected: {', '.join(DEFAULT_CONFIG['defects'])}")
+        z = merged["zinger_sigma"]
+        if z is not None and not (isinstance(z, (int, float)) and not isinstance(z, bool) and z > 0):
+            raise ConfigError(f"tomo zinger_sigma must be a positive number or null, got {z!r}")
+        if merged["ring_removal"] not in (None, "sorting"):
+            raise ConfigError(f"tomo ring_removal must be null or 'sorting', got {merged['ring_removal']!r}")
 
     # ---------------------------------------------------------------------------------------
     # Data
@@ -150,38 +166,84 @@ class TomoTechnique(Technique):
             sel = slice(selected.start, selected.stop, selected.step * thin)
         return sel
 
-    def _sinograms(self, data: Dataset, rows: slice) -> np.ndarray:
-        """(n_selected_rows, n_angles, n_cols) line integrals of the selected rows."""
+    def _sinograms(self, data: Dataset, rows: slice, defect_map: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """(n_selected_rows, n_angles, n_cols) line integrals of the selected rows, with
+        zingers removed and the defective pixels of ``defect_map`` interpolated before -log;
+        also returns the number of zinger pixels replaced."""
         a = data.arrays
-        trans = recon.flat_dark_correct(
-            a["projections"][:, rows, :],
-            a["flats"][:, rows, :],
-            a["darks"][:, rows, :],
-            min_transmission=float(self.config["min_transmission"]),
-        )
-        return np.ascontiguousarray(np.moveaxis(recon.minus_log(trans), 1, 0))
+        counts = np.array(a["projections"][:, rows, :], dtype=np.float32)
+        darks = a["darks"][:, rows, :]
+        zingers = 0
+        if self.config["zinger_sigma"] is not None:
+            offset = np.mean(darks, axis=0, dtype=np.float64).astype(np.float32)
+            zingers = remove_zingers(counts, threshold_sigma=float(self.config["zinger_sigma"]),
+                                     gain=float(data.meta.get("adu_per_photon", 1.0)), offset=offset)
+        with np.errstate(invalid="ignore"):
+            trans = recon.flat_dark_correct(counts, a["flats"][:, rows, :], darks,
+                                            min_transmission=float(self.config["min_transmission"]))
+        if defect_map is not None:
+            interpolate_pixels(trans, defect_map[rows])
+        sinos = np.ascontiguousarray(np.moveaxis(recon.minus_log(trans), 1, 0))
+        if self.config["ring_removal"] == "sorting":
+            from algotom.prep.removal import remove_stripe_based_sorting
+
+            sinos = np.stack([remove_stripe_based_sorting(s, size=21) for s in sinos]).astype(np.float32)
+        return sinos, zingers
+
+    def defect_map(self, data: Dataset, prepared: Mapping[str, Any]) -> np.ndarray | None:
+        """The (rows, cols) map of defective pixels found on the raw scan (None: none/off)."""
+        pixels = prepared.get("defective_pixels") or []
+        if not pixels:
+            return None
+        out = np.zeros(data.payload_array.shape[1:], bool)
+        rr, cc = np.asarray(pixels, dtype=np.intp).T
+        out[rr, cc] = True
+        return out
+
+    def _find_defects(self, raw: Dataset) -> dict[str, Any]:
+        cfg = self.config["defects"]
+        if not cfg["enabled"]:
+            return {"defective_pixels": [], "defect_counts": {}}
+        a = raw.arrays
+        maps = find_defective_pixels(a["projections"], a["flats"], a["darks"],
+                                     dead_fraction=float(cfg["dead_fraction"]), hot_sigma=float(cfg["hot_sigma"]))
+        counts = {k: int(v.sum()) for k, v in maps.items() if k != "all"}
+        pixels = np.argwhere(maps["all"]).tolist()
+        if pixels:
+            log.info("tomo: %d defective pixel(s) in %s (%s), interpolated from row neighbours in every run",
+                     len(pixels), raw.name, ", ".join(f"{k} {n}" for k, n in counts.items() if n))
+        return {"defective_pixels": pixels, "defect_counts": counts}
 
     def prepare(self, raw: Dataset) -> dict[str, Any]:
-        """``{'center': float}``: the configured centre, or Vo's estimate on the middle selected row."""
+        """``center`` (the configured one, or Vo's estimate on the middle selected row),
+        ``defective_pixels`` ([row, col] pairs), ``defect_counts`` (by kind) and
+        ``zingers`` (pixels replaced in the raw run's selected rows)."""
+        defects = self._find_defects(raw)
+        rows = self._rows(raw.payload_array.shape[1])
+        _, zingers = self._sinograms(raw, rows, self.defect_map(raw, defects)) \
+            if self.config["zinger_sigma"] is not None else (None, 0)
+        if zingers:
+            log.info("tomo: %d zinger pixel(s) replaced in %s's selected rows", zingers, raw.name)
+        defects["zingers"] = zingers
         if self.config["center"] is not None:
             center = float(self.config["center"])
             n_cols = raw.payload_array.shape[-1]
             if not 0.0 <= center <= n_cols - 1:
                 raise ConfigError(f"tomo center {center} is outside the detector's columns [0, {n_cols - 1}]")
-            return {"center": center}
+            return {"center": center, **defects}
         n_rows = raw.payload_array.shape[1]
-        selected = range(*self._rows(n_rows).indices(n_rows))
+        selected = range(*rows.indices(n_rows))
         middle = selected[len(selected) // 2]
-        sino = self._sinograms(raw, slice(middle, middle + 1))[0]
+        sino = self._sinograms(raw, slice(middle, middle + 1), self.defect_map(raw, defects))[0][0]
         center = recon.find_center(sino, raw.arrays["theta"])
         log.info("tomo: rotation centre of %s found at column %.2f (row %d)", raw.name, center, middle)
-        return {"center": center}
+        return {"center": center, **defects}
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """``recon`` (and ``recon_even``/``recon_odd`` with halves): (n_rows_selected, N, N) float32."""
         center = float(prepared["center"])
         rows = self._rows(data.payload_array.shape[1])
-        sinos = self._sinograms(data, rows)
+        sinos, _ = self._sinograms(data, rows, self.defect_map(data, prepared))
         theta = np.deg2rad(np.asarray(data.arrays["theta"], dtype=np.float64))
         opts = dict(
             center=center,
