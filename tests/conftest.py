@@ -31,7 +31,7 @@ def small_sim_overrides(tmp_path: Path) -> list[str]:
     """A tiny simulation and store under tmp_path so tests never touch runs/."""
     return [
         f"paths.runs_dir={tmp_path / 'runs'}",
-        f"dataset.path={tmp_path / 'sim_small.h5'}",
+        f"paths.reference_data={tmp_path}",
         "dataset.simulation.n_angles=120",
         "dataset.simulation.n_rows=8",
         "dataset.simulation.n_cols=96",

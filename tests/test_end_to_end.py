@@ -38,7 +38,7 @@ def test_sweep_logs_one_mlflow_run_per_point(sweep_result):
                 "seg_dice_min", "proj_rms_error_sigma", "passed"):
         assert key in sz3_1.data.metrics, key
     assert sz3_1.data.tags["point_id"] in {p.point_id for p in res.points}
-    assert sz3_1.info.run_name == "tomo · sim_small · sz3 absolute=1"
+    assert sz3_1.info.run_name == "tomo · sim_tomo · sz3 absolute=1"
     assert {a.path for a in client.list_artifacts(sz3_1.info.run_id)} == {"comparison.png"}
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert len(parent.data.params["dataset_sha256"]) == 64

@@ -151,3 +151,17 @@ def test_joblib_multirun_against_a_tracking_server_loses_no_run(tmp_path, tracki
 def test_submitit_local_multirun_merges_one_thresholds_file(tmp_path):
     _multirun(tmp_path, ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"])
     _check_every_point_in_mlflow(tmp_path, f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("dataset", ["sim_tomo", "tooth"])
+def test_verdicts_do_not_flip_from_fail_back_to_pass_over_the_default_range(dataset, tmp_path, shared_data):
+    """Every codec on every shipped dataset, over the default grid: once a bound fails, every
+    larger bound fails too (the defective-pixel handling removed the jumps seen on real scans)."""
+    import evaluate
+
+    res = evaluate.run(compose([f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={ROOT / 'runs' / 'cache'}",
+                                f"dataset={dataset}", "search=grid", "sweep.progress=false",
+                                "tracking.figures=none"]))
+    for name, entry in res.codecs.items():
+        assert "passed_above_first_failure" not in entry, (name, entry["tested_values"], entry["first_failure"])
+        assert entry["bound"] is not None, name

@@ -86,7 +86,7 @@ def test_a_second_dataset_adds_and_the_limiting_one_is_named(tmp_path):
                                             "sweep.baselines=[]", "tracking.enabled=false"]
     a = _run(base)
     # another sample (other seed, brighter beam would be another dataset too): its own name and file
-    b = _run(base + [f"dataset.path={tmp_path / 'other.h5'}", "dataset.name=sim_other",
+    b = _run(base + [f"paths.reference_data={tmp_path / 'other'}", "dataset.name=sim_other",
                      "dataset.simulation.seed=5", "dataset.simulation.n_cols=64"])
     doc = load_thresholds(tmp_path / "runs" / "thresholds" / "tomo.yaml")
     assert set(doc["datasets"]) == {"sim_tomo", "sim_other"}

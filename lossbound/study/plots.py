@@ -37,9 +37,8 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
     def y_of(p: PointResult, panel: str) -> float | None:
         return p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)
 
-    all_x = [p.value for pts in curves.values() for p in pts]
     for ax, panel in zip(axes, panels):
-        ys_all = []
+        xs_all, ys_all = [], []
         for i, (name, pts) in enumerate(sorted(curves.items())):
             color = f"C{i % 10}"  # explicit: marker-only plots below must not advance the cycle
             pts = sorted(pts, key=lambda p: p.value)
@@ -47,6 +46,7 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
             ys = [y_of(p, panel) for p in ok]
             ys = [float("nan") if y is None else float(y) for y in ys]
             ys_all += ys
+            xs_all += [p.value for p in ok]
             ax.plot([p.value for p in ok], ys, "o-", label=name, ms=4, color=color)
             for p in pts:
                 if p.status != "ok":
@@ -57,7 +57,9 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
         for lim in (crit.min, crit.max) if crit else ():
             if lim is not None:
                 ax.axhline(lim, ls="--", color="k", lw=1)
-        if _positive(all_x):
+        # log axes only over data drawn in data coordinates (failed points are drawn in axes
+        # coordinates along y), else matplotlib refuses to draw
+        if _positive(xs_all):
             ax.set_xscale("log", base=2)
         if panel == "compression ratio" and _positive(ys_all):
             ax.set_yscale("log")

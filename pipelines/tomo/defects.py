@@ -89,10 +89,10 @@ def interpolate_pixels(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if not good.any():
             continue
         gc, bc = cols[good], cols[bad]
-        right = np.clip(np.searchsorted(gc, bc), 0, gc.size - 1)
-        left = np.clip(right - 1, 0, gc.size - 1)
-        right = np.where(gc[right] < bc, left, right)  # past the last valid pixel
-        left = np.where(gc[left] > bc, right, left)    # before the first valid pixel
+        idx = np.searchsorted(gc, bc)  # the first valid column to the right
+        beyond = idx >= gc.size        # past the last valid pixel: take it on both sides
+        right = np.where(beyond, gc.size - 1, idx)
+        left = np.where(beyond, gc.size - 1, np.maximum(idx - 1, 0))  # idx 0: before the first
         span = (gc[right] - gc[left]).astype(np.float64)
         w = np.where(span > 0, (bc - gc[left]) / np.where(span > 0, span, 1.0), 0.0)
         row = images[..., r, :]

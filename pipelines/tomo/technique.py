@@ -126,6 +126,14 @@ class TomoTechnique(Technique):
                 raise ConfigError(
                     f"tomo dataset {path}: a simulation is written as dataexchange, not {fmt!r}"
                 )
+            home = Path(str(cfg.get("generate_at") or path)).expanduser()
+            if path.resolve() != home.resolve():
+                # Writing a simulation to a path the user chose would look like their scan
+                # had been evaluated.
+                raise InputError(
+                    f"{path}: dataset {cfg.get('name') or 'simulation'} is simulated at {home} only; "
+                    f"to evaluate a scan of your own use dataset=file dataset.path={path}"
+                )
             sim_params = ensure_simulation(path, simulation)
         arrays, fmt = tomo_io.read_scan(path, fmt=fmt)
         theta = arrays["theta"]
@@ -147,7 +155,14 @@ class TomoTechnique(Technique):
             meta["ground_truth"]["materials"] = {str(k): v for k, v in truth.get("materials", {}).items()}
         name = str(cfg.get("name") or path.stem)
         log.info("tomo: loaded %s (%s, %s %s) from %s", name, fmt, meta["shape"], meta["dtype"], path)
-        return Dataset(name=name, arrays=arrays, payload="projections", source=str(path), meta=meta)
+        # Pixels a detector wrote as NaN/Inf are not measurements: the payload's valid-pixel
+        # mask leaves them out of the projection metrics (the pipeline interpolates them).
+        mask = None
+        proj = arrays["projections"]
+        if proj.dtype.kind == "f" and not np.isfinite(proj).all():
+            mask = np.isfinite(proj).all(axis=0)
+            meta["non_finite_pixels"] = int((~mask).sum())
+        return Dataset(name=name, arrays=arrays, payload="projections", source=str(path), meta=meta, mask=mask)
 
     # ---------------------------------------------------------------------------------------
     # Pipeline
