@@ -236,6 +236,8 @@ class Study:
             "dataset_source": data.source, "pipeline": ctx.technique.describe(),
             "search": (self.cfg.get("search") or {}).get("strategy", "grid"), "workers": self.workers,
             "codecs": ", ".join(c.name for c in curves), **{f"version.{k}": v for k, v in versions.items()},
+            # what the pipeline derived from the raw data (rotation centre, defect counts, ...)
+            **{f"prepared.{k}": v for k, v in ctx.prepared.items() if not isinstance(v, (list, tuple))},
         })
         tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
         tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")
