@@ -12,6 +12,8 @@ frames.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
@@ -21,7 +23,8 @@ __all__ = ["find_defective_pixels", "interpolate_pixels", "remove_zingers"]
 def _stack_median(stack: np.ndarray, *, max_frames: int = 64) -> np.ndarray:
     """Per-pixel median over (up to ``max_frames`` evenly spaced) frames, NaN-aware, float64."""
     step = max(1, stack.shape[0] // max_frames)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN pixel is reported as such
         return np.nanmedian(np.asarray(stack[::step], dtype=np.float64), axis=0)
 
 
