@@ -34,3 +34,21 @@ def test_single_codec_group_and_tolerance_override():
     tol = Tolerances(OmegaConf.to_container(cfg.technique.tolerances))
     assert tol.as_dict()["recon_error_to_noise"] == {"max": 1.0}
     assert "proj_bias_sigma" not in tol.as_dict()
+
+
+def test_shipped_slurm_launcher_composes_on_submitit():
+    import evaluate  # noqa: F401 - registers the ${lossbound_root:} resolver
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu"],
+                            return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "cpu" and launcher.cpus_per_task == 4 and launcher.array_parallelism == 16
+
+
+def test_search_group_defaults_to_bisect():
+    cfg = compose([])
+    assert cfg.search.strategy == "bisect" and cfg.search.resolution == pytest.approx(2 ** 0.5)
+    assert compose(["search=grid"]).search.strategy == "grid"
