@@ -62,3 +62,20 @@ def test_one_count_of_codec_error_on_a_scan_with_a_dead_pixel_passes(tmp_path):
         assert p.status == "ok" and p.codec["max_abs_error"] <= 1.0, p.label
         assert p.passed, (p.label, p.failures)
         assert p.metrics["recon_error_to_noise"] < 0.05, p.label
+
+
+def test_ring_removal_is_an_option_that_changes_little_on_a_clean_scan():
+    from pipelines import TECHNIQUES
+    from pipelines.tomo.simulate import simulate_tomo
+    from lossbound.core.types import Dataset
+
+    a = simulate_tomo(n_angles=90, n_rows=3, n_cols=64)
+    data = Dataset("sim", {k: a[k] for k in ("projections", "flats", "darks", "theta")}, "projections", "sim")
+    plain = TECHNIQUES.get("tomo")({"halves": False, "center": float(a["center"])})
+    rings = TECHNIQUES.get("tomo")({"halves": False, "center": float(a["center"]), "ring_removal": "sorting"})
+    r0 = plain.run(data, plain.prepare(data))["recon"]
+    r1 = rings.run(data, rings.prepare(data))["recon"]
+    diff = np.abs(r1 - r0).mean() / np.abs(r0).mean()
+    assert 0 < diff < 0.1
+    with pytest.raises(Exception, match="ring_removal"):
+        TECHNIQUES.get("tomo")({"ring_removal": "fourier"})
