@@ -1,0 +1,56 @@
+"""The noise-aware quantiser: error within f/2 sigma, low counts exact, no bias, same dtype."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compressors.quantiser import quantise_counts, quantiser_steps, quantiser_table
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0, 2.0])
+def test_error_is_at_most_half_a_step_and_f_over_2_sigma(fraction):
+    counts = np.arange(0, 200_000, dtype=np.int64)
+    q = quantiser_table(counts[-1], fraction)
+    err = np.abs(q - counts)
+    step = quantiser_steps(counts, fraction)
+    assert (err <= step // 2).all()
+    assert (err <= fraction / 2 * np.sqrt(np.maximum(counts, 1)) + 1e-9).all()
+    # counts whose step would be below 2 stay exact: photon counting keeps 0, 1, 2 apart
+    assert (q[counts < 4 / fraction**2] == counts[counts < 4 / fraction**2]).all()
+
+
+def test_steps_are_powers_of_two_and_quantising_twice_changes_nothing():
+    step = quantiser_steps(np.arange(1, 10**6, 997), 1.0)
+    assert ((step & (step - 1)) == 0).all()
+    rng = np.random.default_rng(0)
+    frame = rng.poisson(rng.uniform(0, 5000, (64, 64))).astype(np.uint32)
+    once = quantise_counts(frame, 1.0)
+    assert once.dtype == np.uint32
+    np.testing.assert_array_equal(quantise_counts(once, 1.0), once)
+
+
+def test_quantised_poisson_data_keep_their_mean():
+    """Centred bins: integrated intensities move by far less than their counting noise."""
+    rng = np.random.default_rng(1)
+    for level in (3, 30, 300, 30_000):
+        frame = rng.poisson(level, 200_000).astype(np.int32)
+        q = quantise_counts(frame, 1.0)
+        shift = (q.sum(dtype=np.int64) - frame.sum(dtype=np.int64)) / np.sqrt(frame.sum())
+        assert abs(shift) < 0.5 * np.sqrt(frame.size), level  # well below the sum's noise over pixels
+        assert abs(q.mean() - frame.mean()) <= 0.51, level     # at most the half-count convention
+
+
+def test_masked_pixels_and_negative_sentinels_are_kept_bit_for_bit():
+    frame = np.array([[-1, -2, 100_000], [5000, 7, 4_000_000]], dtype=np.int32)
+    valid = np.array([[True, True, False], [True, True, True]])
+    q = quantise_counts(frame, 1.0, valid=valid)
+    assert q[0, 0] == -1 and q[0, 1] == -2 and q[0, 2] == 100_000 and q[1, 1] == 7
+    assert q[1, 0] != 5000 and abs(int(q[1, 0]) - 5000) <= np.sqrt(5000) / 2
+    assert abs(int(q[1, 2]) - 4_000_000) <= np.sqrt(4_000_000) / 2  # beyond the table: computed directly
+
+
+def test_refuses_float_data_and_bad_fractions():
+    with pytest.raises(ValueError, match="integer counts"):
+        quantise_counts(np.ones(4, np.float32), 1.0)
+    with pytest.raises(ValueError, match="fraction"):
+        quantiser_steps(np.ones(4), 0.0)
