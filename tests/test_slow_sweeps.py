@@ -53,6 +53,12 @@ def test_default_study_as_in_readme(default_runs):
                 if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 + evaluations
     assert all(r.info.status == "FINISHED" for r in children)
+    # figures (tracking.figures=thresholds): the threshold point and the first failure per codec
+    with_figure = {r.info.run_id for r in children
+                   if "comparison.png" in {a.path for a in client.list_artifacts(r.info.run_id)}}
+    wanted = {e[k] for e in entry["codecs"].values() for k in ("mlflow_run_id",)} | \
+        {e["first_failure"]["mlflow_run_id"] for e in entry["codecs"].values()}
+    assert with_figure == wanted and len(wanted) == 8
 
 
 def test_tooth_after_the_default_keeps_both_and_names_the_limiting_dataset(default_runs, shared_data):
