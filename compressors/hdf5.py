@@ -18,6 +18,7 @@ import numpy as np
 from lossbound.core.errors import ConfigError, InputError
 
 from .specs import CodecSetting, filter_from_config
+from .store import convert_dtype, read_payload, write_payload
 
 __all__ = ["RoundTrip", "filter_from_config", "filter_from_options", "roundtrip"]
 
@@ -35,7 +36,9 @@ class RoundTrip:
     label : str
         ``CodecSetting.label``.
     decompressed : numpy.ndarray
-        Data read back, in the stored dtype (``input_dtype`` if set, else the detector dtype).
+        Data read back with masked pixels restored, in the stored dtype (``input_dtype`` if
+        set, else the detector dtype) — widened where that cannot hold the masked values
+        (float32 + uint32 sentinels -> float64).
     original_dtype, stored_dtype : str
         Detector dtype and dtype written to HDF5.
     shape, chunks : tuple of int
@@ -74,6 +77,21 @@ class RoundTrip:
     seconds : float
         Wall time of the whole round trip where it ran (conversion, write, read, error
         check); excludes shipping the data to and from a crash-isolating worker.
+    bound_kind : str or None
+        'absolute' or 'poisson_sigma' (:attr:`CodecSetting.bound_kind`).
+    max_error_sigma : float or None
+        ``max |error| / sqrt(count)`` over valid pixels with a positive count
+        ('poisson_sigma' bounds only; a changed zero count makes it inf).
+    masked_pixels : int
+        Pixels of the payload outside the valid mask (kept away from the codec).
+    masked_pixels_changed : int
+        Masked pixels whose value read back differs from the original (must be 0; NaN
+        equals NaN). Counts towards ``bound_held``.
+    mask_nbytes : int
+        Bytes stored for the mask and the masked pixels' values (included in
+        ``stored_nbytes``).
+    transform, transform_params
+        Pre-transform of the chain and its parameters (None / {} without one).
     skipped_chunks : int
         Chunks HDF5 stored without the filter. h5py registers plugin filters as optional,
         so a filter that fails on a chunk silently leaves it uncompressed; non-zero means
@@ -104,6 +122,13 @@ class RoundTrip:
     dtype_converted: bool
     skipped_chunks: int = 0
     seconds: float = 0.0
+    bound_kind: str | None = None
+    max_error_sigma: float | None = None
+    masked_pixels: int = 0
+    masked_pixels_changed: int = 0
+    mask_nbytes: int = 0
+    transform: str | None = None
+    transform_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         """Float metrics for experiment logging (``bound_held`` as 0/1 only when defined)."""
@@ -117,7 +142,11 @@ class RoundTrip:
             "decompress_s": float(self.decompress_s),
             "max_abs_error": float(self.max_abs_error),
             "skipped_chunks": float(self.skipped_chunks),
+            "masked_pixels": float(self.masked_pixels),
+            "masked_pixels_changed": float(self.masked_pixels_changed),
         }
+        if self.max_error_sigma is not None:
+            out["max_error_sigma"] = float(self.max_error_sigma)
         if self.bound_held is not None:
             out["bound_held"] = float(self.bound_held)
         return out
@@ -142,19 +171,6 @@ def filter_from_options(filter_id: int, cd_values: Sequence[int]) -> Any:
         return hdf5plugin.from_filter_options(int(filter_id), tuple(int(v) for v in cd_values))
     except (ValueError, NotImplementedError) as exc:
         raise ConfigError(f"cannot rebuild filter {filter_id} from cd_values {list(cd_values)}: {exc}") from exc
-
-
-def _convert(data: np.ndarray, input_dtype: str | None) -> np.ndarray:
-    """Explicit dtype conversion; refuses integer narrowing that would wrap around."""
-    if input_dtype is None or data.dtype == np.dtype(input_dtype):
-        return data
-    target = np.dtype(input_dtype)
-    if target.kind in "iu" and not np.can_cast(data.dtype, target, "safe"):
-        info = np.iinfo(target)
-        lo, hi = data.min(), data.max()
-        if lo < info.min or hi > info.max:
-            raise InputError(f"input_dtype {target} cannot hold data range [{lo}, {hi}]; expected a wider dtype")
-    return data.astype(target)
 
 
 def _max_abs_error(original: np.ndarray, decompressed: np.ndarray) -> float:
@@ -189,15 +205,41 @@ def _skipped_chunks(dsid: h5py.h5d.DatasetID) -> int:
     return sum(1 for i in range(dsid.get_num_chunks()) if dsid.get_chunk_info(i).filter_mask)
 
 
-def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
+def _changed(original: np.ndarray, restored: np.ndarray) -> int:
+    """Pixels whose value differs (NaN equals NaN)."""
+    differ = restored != original
+    if original.dtype.kind == "f" or restored.dtype.kind == "f":
+        differ &= ~(np.isnan(original) & np.isnan(restored))
+    return int(differ.sum())
+
+
+def _sigma_error(original: np.ndarray, restored: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """|error| / sqrt(count) per valid pixel (inf where a zero count changed, 0 where exact)."""
+    orig = original if valid is None else original[valid]
+    rest = restored if valid is None else restored[valid]
+    err = np.abs(np.subtract(rest, orig, dtype=np.float64))
+    sigma = np.sqrt(np.maximum(orig.astype(np.float64), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / sigma)
+    return ratio
+
+
+def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | None = None) -> RoundTrip:
     """Compress ``data`` into an in-memory HDF5 file with ``setting`` and read it back.
+
+    The file is written and read by :func:`compressors.store.write_payload` and
+    :func:`~compressors.store.read_payload` — the same code that applies a threshold to a
+    user's file — so the figures describe what a reader gets.
 
     Parameters
     ----------
     data : numpy.ndarray
         Detector data (integer or float, at least 1-D, not empty).
     setting : CodecSetting
-        Codec, mode, value, optional ``input_dtype`` and chunk layout.
+        Codec chain, mode, value, optional ``input_dtype`` and chunk layout.
+    valid : numpy.ndarray of bool, optional
+        Valid pixels (broadcasts to ``data``). Masked pixels never reach the codec and must
+        come back unchanged; errors and bounds are measured over valid pixels.
 
     Returns
     -------
@@ -217,14 +259,22 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
     setting.validate(original.dtype)
     spec = setting.spec
     filt = setting.make_filter()
-    chunks = setting.chunk_shape(original.shape)
-    converted = _convert(original, setting.input_dtype)
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        try:
+            full_valid = np.broadcast_to(valid, original.shape)
+        except ValueError:
+            raise InputError(f"mask of shape {valid.shape} does not fit data of shape {original.shape}") from None
+        if full_valid.all():
+            valid = full_valid = None
+    else:
+        full_valid = None
 
     buf = io.BytesIO()
     fh = h5py.File(buf, "w")
     try:
         t0 = time.perf_counter()
-        fh.create_dataset(_DATASET, data=converted, chunks=chunks, **filt)
+        write_payload(fh, _DATASET, original, setting, valid=valid)
         fh.close()
         compress_s = time.perf_counter() - t0
     finally:
@@ -234,10 +284,12 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
     t0 = time.perf_counter()
     fh = h5py.File(buf, "r")
     try:
-        ds = fh[_DATASET]
-        decompressed = ds[()]
+        decompressed = read_payload(fh, _DATASET)
         decompress_s = time.perf_counter() - t0
-        stored_nbytes = int(ds.id.get_storage_size())
+        ds = fh[_DATASET]
+        payload_nbytes = int(ds.id.get_storage_size())
+        stored_nbytes = sum(int(fh[k].id.get_storage_size()) for k in fh)
+        stored_dtype = ds.dtype.name
         stored_chunks = tuple(int(c) for c in ds.chunks)
         plist = ds.id.get_create_plist()
         if plist.get_nfilters() < 1:
@@ -248,16 +300,32 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
         fh.close()
 
     raw_nbytes = int(original.nbytes)
-    max_err = _max_abs_error(original, decompressed)
+    if full_valid is None:
+        max_err = _max_abs_error(original, decompressed)
+        masked_pixels = changed = 0
+    else:
+        max_err = _max_abs_error(original[full_valid], decompressed[full_valid]) if full_valid.any() else 0.0
+        masked_pixels = int((~full_valid).sum())
+        changed = _changed(original[~full_valid], decompressed[~full_valid])
+    kind = setting.bound_kind
+    max_sigma = None
     if not spec.lossy:
         bound_held: bool | None = max_err == 0.0
-    elif setting.bounded:
+    elif kind == "absolute":
         assert setting.value is not None
         bound_held = bool(max_err <= setting.value + _bound_tolerance(setting.value, decompressed))
+    elif kind == "poisson_sigma":
+        assert setting.value is not None
+        ratio = _sigma_error(original, decompressed, full_valid)
+        max_sigma = float(ratio.max()) if ratio.size else 0.0
+        bound_held = bool(max_sigma <= spec.sigma_error_per_value * setting.value * (1 + 1e-9))
     else:
         bound_held = None
+    if changed and bound_held is not False:
+        bound_held = False
     get_config = getattr(filt, "get_config", None)
     plugin_kwargs = dict(get_config()) if callable(get_config) else setting.plugin_kwargs()
+    converted_nbytes = original.size * np.dtype(stored_dtype).itemsize
 
     def _rate(seconds: float) -> float:
         return raw_nbytes / 1e6 / seconds if seconds > 0 else float("inf")
@@ -270,13 +338,13 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
         label=setting.label,
         decompressed=decompressed,
         original_dtype=original.dtype.name,
-        stored_dtype=decompressed.dtype.name,
+        stored_dtype=stored_dtype,
         shape=tuple(original.shape),
         chunks=stored_chunks,
         raw_nbytes=raw_nbytes,
         stored_nbytes=stored_nbytes,
         ratio=_ratio(raw_nbytes),
-        ratio_vs_input=_ratio(int(converted.nbytes)),
+        ratio_vs_input=_ratio(int(converted_nbytes)),
         compress_s=compress_s,
         decompress_s=decompress_s,
         compress_mbps=_rate(compress_s),
@@ -287,7 +355,14 @@ def roundtrip(data: np.ndarray, setting: CodecSetting) -> RoundTrip:
         cd_values=[int(v) for v in cd_values],
         plugin_class=spec.plugin_class,
         plugin_kwargs=plugin_kwargs,
-        dtype_converted=converted.dtype != original.dtype,
+        dtype_converted=np.dtype(stored_dtype) != original.dtype,
         skipped_chunks=skipped,
         seconds=time.perf_counter() - t_start,
+        bound_kind=kind,
+        max_error_sigma=max_sigma,
+        masked_pixels=masked_pixels,
+        masked_pixels_changed=changed,
+        mask_nbytes=stored_nbytes - payload_nbytes,
+        transform=spec.transform,
+        transform_params=setting.transform_params(),
     )

@@ -64,6 +64,16 @@ class CodecSpec:
     less_loss_modes : frozenset of str
         Modes whose larger values mean LESS loss (PSNR targets, rates, precision bits); in
         every other mode a larger value means more loss. Threshold searches honour it.
+    sigma_modes : frozenset of str
+        Modes whose value bounds the error relative to each pixel's Poisson sigma:
+        ``|error| <= sigma_error_per_value * value * sqrt(count)``, checked after the round trip.
+    sigma_error_per_value : float
+        See ``sigma_modes`` (0.5 for the noise quantiser, whose value is a step of f sigma).
+    transform : str or None
+        Pre-transform of the chain (name in ``compressors.transforms.TRANSFORMS``) applied
+        before the filter; its modes map to the transform's keyword, not the filter's.
+    integer_only : bool
+        The chain needs integer counts (the noise quantiser).
     fixed_kwargs : Mapping[str, Any]
         Keyword arguments always passed to the filter class; a mode keyword overrides them.
     notes : str
@@ -79,6 +89,10 @@ class CodecSpec:
     bounded_modes: frozenset[str] = frozenset()
     integer_modes: frozenset[str] = frozenset()
     less_loss_modes: frozenset[str] = frozenset()
+    sigma_modes: frozenset[str] = frozenset()
+    sigma_error_per_value: float = 1.0
+    transform: str | None = None
+    integer_only: bool = False
     fixed_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     notes: str = ""
 
@@ -86,7 +100,7 @@ class CodecSpec:
         # Read-only views: specs are shared module-level singletons.
         object.__setattr__(self, "modes", _frozen_mapping(self.modes))
         object.__setattr__(self, "fixed_kwargs", _frozen_mapping(self.fixed_kwargs))
-        for attr in ("int_unsafe_modes", "bounded_modes", "integer_modes", "less_loss_modes"):
+        for attr in ("int_unsafe_modes", "bounded_modes", "integer_modes", "less_loss_modes", "sigma_modes"):
             modes = frozenset(getattr(self, attr))
             unknown = modes - set(self.modes)
             if unknown:
@@ -221,6 +235,18 @@ class CodecSetting:
         return self.mode is not None and self.mode in self.spec.bounded_modes
 
     @property
+    def bound_kind(self) -> str | None:
+        """'absolute' (counts), 'poisson_sigma' (a multiple of each pixel's sqrt(count)) or
+        None (no per-pixel bound: rate, PSNR, ... or lossless)."""
+        if self.mode is None:
+            return None
+        if self.mode in self.spec.bounded_modes:
+            return "absolute"
+        if self.mode in self.spec.sigma_modes:
+            return "poisson_sigma"
+        return None
+
+    @property
     def loss_grows_with_value(self) -> bool:
         """True when a larger ``value`` means more loss (error bounds); False for PSNR
         targets, rates and precision bits."""
@@ -322,6 +348,11 @@ class CodecSetting:
             raise ConfigError(
                 f"codec setting {label!r}: input_dtype {stored} would truncate {detector} data; expected a float dtype"
             )
+        if spec.integer_only and stored.kind not in "iu":
+            raise ConfigError(
+                f"codec {self.codec!r} works on integer photon counts but the data is {stored}; "
+                f"use a codec with an absolute bound for this data"
+            )
         if spec.float_only and stored.name not in ("float32", "float64"):
             raise ConfigError(
                 f"codec {self.codec!r} needs float32/float64 input but the data is {stored}; "
@@ -338,12 +369,19 @@ class CodecSetting:
         """Keyword arguments for the hdf5plugin filter class (fixed kwargs + mode keyword)."""
         spec = self.spec
         kwargs = dict(spec.fixed_kwargs)
-        if self.mode is not None and self.mode in spec.modes:
+        if spec.transform is None and self.mode is not None and self.mode in spec.modes:
             value: Any = self.value
             if self.mode in spec.integer_modes and value is not None and float(value).is_integer():
                 value = int(value)
             kwargs[spec.modes[self.mode]] = value
         return kwargs
+
+    def transform_params(self) -> dict[str, Any]:
+        """Keyword arguments of the chain's pre-transform ({} without one)."""
+        spec = self.spec
+        if spec.transform is None or self.mode is None or self.value is None:
+            return {}
+        return {spec.modes[self.mode]: self.value}
 
     def make_filter(self) -> Any:
         """The hdf5plugin filter object (a mapping usable as ``**filter`` in create_dataset)."""
@@ -500,6 +538,29 @@ _register(
         modes={"clevel": "clevel"},
         lossy=False,
         integer_modes=frozenset({"clevel"}),
-        fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.SHUFFLE},
+        fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE},
+        notes="bit-shuffle + Zstd: beat Bitshuffle-LZ4 on every shared detector frame",
     )
 )
+
+# The noise-aware quantiser (compressors.quantiser) followed by a standard lossless filter:
+# value = step as a fraction f of each count's Poisson sigma; error <= f/2 sigma, counts below
+# 4/f**2 exact, dtype kept, so the file needs nothing but the lossless filter to be read.
+for _name, _cls, _kwargs in (
+    ("quant_bslz4", "Bitshuffle", {"cname": "lz4"}),
+    ("quant_zstd", "Zstd", {}),
+    ("quant_blosc2", "Blosc2", {"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE}),
+):
+    _register(
+        CodecSpec(
+            name=_name,
+            plugin_class=_cls,
+            modes={"step_sigma": "step_sigma"},
+            sigma_modes=frozenset({"step_sigma"}),
+            sigma_error_per_value=0.5,
+            transform="noise_quantiser",
+            integer_only=True,
+            fixed_kwargs=_kwargs,
+            notes="noise quantiser (power-of-two steps <= f sigma, centred) + lossless filter",
+        )
+    )

@@ -25,14 +25,14 @@ def sweep_result(tmp_path_factory):
 
 def test_sweep_logs_one_mlflow_run_per_point(sweep_result):
     tmp, res = sweep_result
-    # 2 baselines + 2 codecs x 3 bounds
-    assert len(res.points) == 8
+    # 3 baselines + 2 codecs x 3 bounds
+    assert len(res.points) == 9
     assert all(p.status == "ok" for p in res.points), [p.reason for p in res.points]
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tomo")
     runs = client.search_runs([exp.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 8
+    assert len(children) == 9
     sz3_1 = next(r for r in children if r.data.params["codec"] == "sz3" and float(r.data.params["bound"]) == 1.0)
     for key in ("ratio", "compress_mbps", "decompress_mbps", "max_abs_error", "recon_ssim", "frc_resolution_change",
                 "seg_dice_min", "proj_rms_error_sigma", "passed"):
@@ -53,7 +53,7 @@ def test_thresholds_file_rebuilds_a_filter_that_keeps_its_bound(sweep_result):
     doc = load_thresholds(tmp / "runs" / "thresholds" / "tomo.yaml")
     assert set(doc["codecs"]) == {"sz3", "zfp"}
     entry = doc["datasets"]["sim_tomo"]
-    assert set(entry["baselines"]) == {"bitshuffle_lz4", "zstd"}
+    assert set(entry["baselines"]) == {"bitshuffle_lz4", "zstd", "blosc2"}
     assert entry["dataset"]["sha256"] and entry["versions"]["hdf5plugin"] and entry["date"]
     sz3 = entry["codecs"]["sz3"]
     assert sz3["search"]["strategy"] == "grid" and sz3["evaluations"] == 3 and sz3["mlflow_run_id"]

@@ -154,7 +154,7 @@ def test_nan_pixels_are_defective_pixels_and_the_study_runs(tmp_path, caplog):
                                     "codec=[]", "tracking.enabled=false",
                                     "technique.pipeline.max_rows=2"]))
     assert "2 defective pixel(s)" in caplog.text and "non_finite 2" in caplog.text
-    assert len(res.points) == 2 and all(p.status == "ok" and p.passed for p in res.points)
+    assert len(res.points) == 3 and all(p.status == "ok" and p.passed for p in res.points)
     for p in res.points:  # NaN would have spread through the reconstruction and its noise
         assert np.isfinite(p.metrics["recon_noise_sigma"]) and p.metrics["recon_error_to_noise"] == 0.0
     assert _digest(path) == before

@@ -33,18 +33,23 @@ def test_quantised_poisson_data_keep_their_mean():
     """Centred bins: integrated intensities move by far less than their counting noise."""
     rng = np.random.default_rng(1)
     for level in (3, 30, 300, 30_000):
-        frame = rng.poisson(level, 200_000).astype(np.int32)
+        frame = rng.poisson(level, (400, 500)).astype(np.int32)
         q = quantise_counts(frame, 1.0)
-        shift = (q.sum(dtype=np.int64) - frame.sum(dtype=np.int64)) / np.sqrt(frame.sum())
-        assert abs(shift) < 0.5 * np.sqrt(frame.size), level  # well below the sum's noise over pixels
-        assert abs(q.mean() - frame.mean()) <= 0.51, level     # at most the half-count convention
+        # column dither: a single representative per bin moved the mean by ~0.5 count per pixel
+        assert abs(q.mean() - frame.mean()) <= 0.06, level
+        if level >= 30:  # smooth within a bin: the total moves by < 3 sigma of its counting noise
+            shift = (q.sum(dtype=np.int64) - frame.sum(dtype=np.int64)) / np.sqrt(frame.sum())
+            assert abs(shift) < 3, level
+        # (at 3 counts the Poisson distribution falls steeply across the first bins, [4, 5]
+        # and [6, 7]: the residual bias, ~0.05 count per pixel, is what the studies measure)
 
 
 def test_masked_pixels_and_negative_sentinels_are_kept_bit_for_bit():
     frame = np.array([[-1, -2, 100_000], [5000, 7, 4_000_000]], dtype=np.int32)
     valid = np.array([[True, True, False], [True, True, True]])
     q = quantise_counts(frame, 1.0, valid=valid)
-    assert q[0, 0] == -1 and q[0, 1] == -2 and q[0, 2] == 100_000 and q[1, 1] == 7
+    assert q[0, 0] == -1 and q[0, 1] == -2 and q[0, 2] == 100_000
+    assert abs(int(q[1, 1]) - 7) <= np.sqrt(7) / 2
     assert q[1, 0] != 5000 and abs(int(q[1, 0]) - 5000) <= np.sqrt(5000) / 2
     assert abs(int(q[1, 2]) - 4_000_000) <= np.sqrt(4_000_000) / 2  # beyond the table: computed directly
 

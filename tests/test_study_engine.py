@@ -63,13 +63,13 @@ def test_kill_9_then_rerun_recomputes_nothing_finished(tmp_path):
     finally:
         proc.wait(timeout=30)
     finished = {json.loads(line)["point_id"] for line in journal.read_text().splitlines() if line.endswith("}")}
-    assert 6 <= len(finished) < 2 + 2 * len(GRID)
+    assert 6 <= len(finished) < 3 + 2 * len(GRID)
 
     res = _run(over)
     assert res.reused == len(finished)
     recomputed = {p.point_id for p in res.points if not p.reused}
     assert not recomputed & finished
-    assert len(res.points) == 2 + 2 * len(GRID)
+    assert len(res.points) == 3 + 2 * len(GRID)
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tomo")
     runs = client.search_runs([exp.experiment_id], max_results=1000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from typing import Any, Mapping
 
@@ -152,6 +153,11 @@ def build_context(spec: ContextSpec) -> StudyContext:
             f"technique.tolerances: no evaluator produces {', '.join(missing)}; "
             f"available metrics: {', '.join(sorted(raw_metrics))}"
         )
+    undefined = [c.metric for c in tolerances if math.isnan(raw_metrics[c.metric])]
+    if undefined:
+        log.warning("criteria not applicable to %s (undefined even for the raw data against itself): %s",
+                    data.name, ", ".join(undefined))
+        tolerances = tolerances.without(undefined)
     if not (v := tolerances.check(raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     return StudyContext(

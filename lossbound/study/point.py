@@ -55,7 +55,7 @@ def evaluate_point(
     t0 = time.perf_counter()
     try:
         worker = codec_worker or CodecWorker(isolate=False)
-        rt = worker.roundtrip(data.payload_array, setting, timeout=timeout)
+        rt = worker.roundtrip(data.payload_array, setting, valid=data.mask, timeout=timeout)
         codec_s = rt.seconds
         point.codec = rt.summary()
         t0 = time.perf_counter()  # shipping data to and from the codec process is not the point's work
@@ -83,9 +83,14 @@ def judge(point: PointResult, tolerances: Tolerances) -> PointResult:
         return point
     failures = list(tolerances.check(point.metrics).failures)
     c = point.codec
-    if c.get("bound_held") is False:
+    if c.get("masked_pixels_changed"):
+        failures.insert(0, f"codec changed {c['masked_pixels_changed']} masked pixel(s)")
+    elif c.get("bound_held") is False:
         err = c.get("max_abs_error")
-        if point.lossy:
+        if c.get("bound_kind") == "poisson_sigma":
+            failures.insert(0, f"codec broke its bound: max error {c.get('max_error_sigma'):.4g} sigma "
+                               f"at {point.setting.get('mode')}={point.value:g}")
+        elif point.lossy:
             failures.insert(0, f"codec broke its bound: max error {err:.4g} > {point.value:g}")
         else:
             failures.insert(0, f"lossless codec changed the data: max error {err:.4g}")

@@ -107,8 +107,10 @@ def resolve_workers(value: Any, *, parallel_jobs: int = 1) -> int:
     return n
 
 
-def build_curves(cfg: Mapping[str, Any], ctx: StudyContext) -> list[Curve]:
-    """Lossless baselines first, then one searched curve per lossy codec config."""
+def build_curves(cfg: Mapping[str, Any], ctx: StudyContext, skipped: dict[str, str] | None = None) -> list[Curve]:
+    """Lossless baselines first, then one searched curve per lossy codec config; codecs the
+    dataset's dtype rules out go to ``skipped`` (name -> reason) instead."""
+    skipped = {} if skipped is None else skipped
     sweep, search_cfg = cfg["sweep"], cfg.get("search") or {"strategy": "grid"}
     curves: list[Curve] = []
     for name in sweep.get("baselines") or []:
@@ -120,6 +122,12 @@ def build_curves(cfg: Mapping[str, Any], ctx: StudyContext) -> list[Curve]:
         bracket = entry.get("bracket")
         settings = settings_from_config(name, {**entry, "bounds": bounds})
         template = dataclasses.replace(settings[0], value=None)
+        try:  # a codec that cannot take this dataset's dtype (the quantiser on float data) is skipped
+            settings[0].validate(ctx.data.payload_array.dtype)
+        except ConfigError as exc:
+            log.warning("codec %s skipped on %s: %s", name, ctx.data.name, exc)
+            skipped[name] = str(exc)
+            continue
         if not template.spec.lossy:
             curves += [Curve(f"{name}={s.value:g}" if s.value is not None else name, s, None) for s in settings]
             continue
@@ -190,7 +198,8 @@ class Study:
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
         log.info("raw result %s in %.1f s (computed once, reused for every point)",
                  "from cache" if ctx.raw_cached else "computed", ctx.raw_seconds)
-        curves = build_curves(self.cfg, ctx)
+        self.skipped: dict[str, str] = {}
+        curves = build_curves(self.cfg, ctx, self.skipped)
         tracker = make_tracker({**(self.cfg.get("tracking") or {"enabled": False}),
                                 "experiment": (self.cfg.get("tracking") or {}).get("experiment") or self.tname})
         tracker.close_stale()
@@ -237,8 +246,11 @@ class Study:
             "search": (self.cfg.get("search") or {}).get("strategy", "grid"), "workers": self.workers,
             "codecs": ", ".join(c.name for c in curves), **{f"version.{k}": v for k, v in versions.items()},
             # what the pipeline derived from the raw data (rotation centre, defect counts, ...)
-            **{f"prepared.{k}": v for k, v in ctx.prepared.items() if not isinstance(v, (list, tuple))},
+            **{f"prepared.{k}": v for k, v in ctx.prepared.items() if not isinstance(v, (list, tuple, dict))},
         })
+        # figures the pipeline derived once (e.g. what storing only a reduced result gives)
+        tracker.log(run_id, metrics={f"{k}.{kk}": vv for k, v in ctx.prepared.items() if isinstance(v, dict)
+                                     for kk, vv in v.items() if isinstance(vv, (int, float))})
         tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
         tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")
         return run_id
@@ -267,6 +279,12 @@ class Study:
                 "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "mlflow_study_run_id": run_id, "codecs": codecs, "baselines": baselines,
             }
+            if self.skipped:
+                entry["codecs_not_applicable"] = dict(self.skipped)
+            if ctx.tolerances.not_applicable:
+                entry["criteria_not_applicable"] = sorted(ctx.tolerances.not_applicable)
+            if "reduction" in ctx.prepared:
+                entry["reduction"] = ctx.prepared["reduction"]
             doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry)
             tracker.log_file(run_id, path)
         return list(recorded.values()), codecs, baselines, path, doc
@@ -401,7 +419,8 @@ def _warm_settings(curves: list[Curve]) -> list[CodecSetting]:
 
 def _codec_metrics(codec: Mapping[str, Any]) -> dict[str, float]:
     keys = ("ratio", "ratio_vs_input", "raw_nbytes", "stored_nbytes", "compress_mbps", "decompress_mbps",
-            "compress_s", "decompress_s", "max_abs_error", "skipped_chunks", "bound_held")
+            "compress_s", "decompress_s", "max_abs_error", "skipped_chunks", "bound_held",
+            "masked_pixels", "masked_pixels_changed", "max_error_sigma", "mask_nbytes")
     return {k: float(codec[k]) for k in keys if codec.get(k) is not None}
 
 

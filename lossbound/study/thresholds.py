@@ -14,7 +14,8 @@ less lossy tested value passed (a pass above a failure is reported, never truste
 dataset adds an entry and never erases the first; multirun jobs merge under a file lock.
 Each entry carries the hdf5plugin class and keyword arguments
 (``compressors.filter_from_config``) plus the HDF5 filter id and ``cd_values`` for readers
-in other languages.
+in other languages, and the chain's pre-transform and bound kind (codec protocol v2):
+``compressors.write_payload(group, name, data, setting_for(entry), valid=mask)`` applies it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 from filelock import FileLock
 
-from compressors import CODECS, filter_from_config
+from compressors import CODECS, CodecSetting, filter_from_config
+from lossbound.core.errors import ConfigError
 from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
 from lossbound.study.search import non_monotonic
@@ -65,6 +67,13 @@ def _codec_entry(point: PointResult) -> dict[str, Any]:
         "compress_mbps": c.get("compress_mbps"),
         "decompress_mbps": c.get("decompress_mbps"),
         "max_abs_error": c.get("max_abs_error"),
+        # codec protocol v2: the chain's pre-transform, the kind of bound, and the mask check
+        "transform": c.get("transform"),
+        "transform_params": dict(c.get("transform_params") or {}),
+        "bound_kind": c.get("bound_kind"),
+        "max_error_sigma": c.get("max_error_sigma"),
+        "masked_pixels": c.get("masked_pixels"),
+        "masked_pixels_changed": c.get("masked_pixels_changed"),
     }
 
 
@@ -142,6 +151,8 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
         for ds_name, d in sorted(datasets.items()):
             entry = (d.get("codecs") or {}).get(codec)
             if entry is None:
+                if codec in (d.get("codecs_not_applicable") or {}):
+                    excluded[ds_name] = f"not applicable: {d['codecs_not_applicable'][codec]}"
                 continue
             if d.get("tolerances") != tolerances:
                 excluded[ds_name] = "measured under other tolerances"
@@ -157,8 +168,9 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
             pick = min if grows else max
             limiting = pick(per, key=lambda n: per[n]["bound"])
             e = per[limiting]
-            out = {"bound": e["bound"], "limiting_dataset": limiting, "mode": e.get("mode"),
-                   **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype")}}
+            out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
+                   **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
+                                            "detector_dtype", "transform", "transform_params", "bound_kind")}}
         out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio")}
                               for n, e in per.items()}
         if excluded:
@@ -200,6 +212,17 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
 
 def load_thresholds(path: Path) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text())
+
+
+def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
+    """The :class:`CodecSetting` of a thresholds entry (per dataset or combined): write a
+    user's data with it through :func:`compressors.write_payload` to reproduce the chain —
+    pre-transform, dtype, filter, chunks and the masked pixels kept apart — exactly."""
+    if entry.get("bound") is None:
+        raise ConfigError(f"codec {entry.get('codec')!r} has no threshold (nothing passed); nothing to apply")
+    converted = entry.get("input_dtype") not in (None, entry.get("detector_dtype"))
+    return CodecSetting(entry["codec"], entry.get("mode"), entry["bound"],
+                        input_dtype=entry["input_dtype"] if converted else None, chunks=entry.get("chunks"))
 
 
 def rebuild_filter(entry: Mapping[str, Any]):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from lossbound.core.errors import ConfigError
 
@@ -73,7 +73,10 @@ class Tolerances:
         The technique's ``tolerances`` section. Each value needs ``min`` and/or ``max``.
     """
 
-    def __init__(self, config: Mapping[str, Mapping[str, Any]] | None) -> None:
+    def __init__(self, config: Mapping[str, Mapping[str, Any]] | None, *,
+                 not_applicable: Iterable[str] = ()) -> None:
+        self.config = dict(config or {})
+        self.not_applicable = frozenset(not_applicable)
         criteria = []
         for metric, spec in (config or {}).items():
             if spec is None:  # `technique.tolerances.recon_psnr=null` switches a criterion off
@@ -93,7 +96,14 @@ class Tolerances:
                             f"tolerance {metric}.{key}: expected a number, got {value!r}"
                         ) from None
             criteria.append(Criterion(metric, **bounds))
-        self.criteria: tuple[Criterion, ...] = tuple(criteria)
+        self._all: tuple[Criterion, ...] = tuple(criteria)
+        # Criteria whose metric is undefined on this dataset even for the raw data against
+        # itself (no powder peak in an empty-beam frame): not checked, still recorded.
+        self.criteria: tuple[Criterion, ...] = tuple(c for c in criteria if c.metric not in self.not_applicable)
+
+    def without(self, metrics: Iterable[str]) -> "Tolerances":
+        """The same tolerances with ``metrics`` marked not applicable (skipped by checks)."""
+        return Tolerances(self.config, not_applicable=self.not_applicable | set(metrics))
 
     def check(self, metrics: Mapping[str, float]) -> Verdict:
         failures = [reason for c in self.criteria if (reason := c.check(metrics.get(c.metric)))]
@@ -107,12 +117,14 @@ class Tolerances:
 
     def missing(self, metrics: Mapping[str, float]) -> list[str]:
         """Criteria whose metric no evaluator produces (a configuration mistake)."""
-        return [c.metric for c in self.criteria if c.metric not in metrics]
+        return [c.metric for c in self._all if c.metric not in metrics]
 
     def as_dict(self) -> dict[str, dict[str, float]]:
+        """Every configured criterion (not-applicable ones included: datasets measured under
+        the same configuration combine)."""
         return {
             c.metric: {k: v for k, v in (("min", c.min), ("max", c.max)) if v is not None}
-            for c in self.criteria
+            for c in self._all
         }
 
     def __iter__(self):

@@ -1,0 +1,187 @@
+"""Reading diffraction frames, detector geometry and masks for azimuthal integration.
+
+Frames come from any fabio format (TIFF, CBF, EDF, also ``.bz2``/``.gz``) or an HDF5 dataset;
+geometry from a pyFAI PONI file or a BioXTAS RAW settings file (``.cfg``, JSON) converted to
+the equivalent pyFAI geometry. Every failure is an ``InputError`` naming the file and what
+was expected. Raw files are opened read-only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossbound.core.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_geometry", "read_frames", "read_user_mask", "sentinel_mask"]
+
+_HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
+DEFAULT_KEY = "/entry/data/data"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
+                max_frames: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A stack ``(n_frames, rows, cols)`` of detector frames, in the file's dtype.
+
+    Parameters
+    ----------
+    path : Path
+        HDF5 file (``key`` = dataset path, default ``/entry/data/data``) or any
+        fabio-readable image (all its frames).
+    key : str, optional
+        HDF5 dataset path.
+    flipud : bool
+        Flip rows (some PONI files were fitted on the flipped image).
+    max_frames : int, optional
+        Keep the first ``max_frames`` frames.
+
+    Returns
+    -------
+    frames, header
+        The stack and a small JSON-able header (format, key, flipped, n_frames_in_file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected detector frames: TIFF, CBF, EDF or HDF5)")
+    header: dict[str, Any] = {"flipud": bool(flipud)}
+    if path.suffix.lower() in _HDF5_SUFFIXES:
+        import h5py
+
+        key = key or DEFAULT_KEY
+        try:
+            with h5py.File(path, "r") as fh:
+                if key not in fh or not isinstance(fh[key], h5py.Dataset):
+                    raise InputError(f"{path}: no dataset {key!r}; set dataset.key to the frames' path")
+                ds = fh[key]
+                if ds.ndim not in (2, 3):
+                    raise InputError(f"{path}:{key} has shape {ds.shape}; expected 2-D frame(s)")
+                n = 1 if ds.ndim == 2 else ds.shape[0]
+                stop = n if max_frames is None else min(n, int(max_frames))
+                frames = ds[()] if ds.ndim == 2 else ds[:stop]
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read as HDF5 ({_first_line(exc)})") from None
+        header.update(format="hdf5", key=key, n_frames_in_file=n)
+    else:
+        import fabio
+
+        try:
+            img = fabio.open(str(path))
+            n = int(getattr(img, "nframes", 1) or 1)
+            stop = n if max_frames is None else min(n, int(max_frames))
+            frames = [np.asarray(img.data)] + [np.asarray(img.getframe(i).data) for i in range(1, stop)]
+            frames = np.stack(frames)
+            header.update(format=type(img).__name__, n_frames_in_file=n,
+                          count_cutoff=_count_cutoff(getattr(img, "header", {}) or {}))
+        except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:
+            raise InputError(f"{path}: cannot read as a detector image ({_first_line(exc)})") from None
+    frames = np.asarray(frames)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.size == 0 or frames.dtype.kind not in "iuf":
+        raise InputError(f"{path}: frames of shape {frames.shape} and dtype {frames.dtype}; expected numeric 2-D frames")
+    if flipud:
+        frames = frames[:, ::-1, :]
+    return np.ascontiguousarray(frames), header
+
+
+def _count_cutoff(header: dict[str, Any]) -> int | None:
+    """``Count_cutoff`` of a Pilatus header (values above it are not counts)."""
+    text = " ".join(str(v) for v in header.values())
+    marker = "Count_cutoff"
+    if marker not in text:
+        return None
+    try:
+        return int(text.split(marker, 1)[1].split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def sentinel_mask(frames: np.ndarray, *, count_cutoff: float | None = None) -> np.ndarray:
+    """Pixels that are not measurements in any frame (True = masked), ``(rows, cols)``.
+
+    Negative values (Pilatus -1 gaps / -2 bad pixels), the dtype's maximum on unsigned
+    detectors (0xFFFFFFFF on an Eiger), NaN/inf, and values above ``count_cutoff``.
+    """
+    kind = frames.dtype.kind
+    if kind == "i":
+        bad = frames < 0
+    elif kind == "u":
+        bad = frames == np.iinfo(frames.dtype).max
+    else:
+        bad = ~np.isfinite(frames) | (frames < 0)
+    if count_cutoff is not None:
+        bad |= frames > count_cutoff
+    return bad.any(axis=0)
+
+
+def read_user_mask(path: Path, shape: tuple[int, int], *, key: str | None = None, flipud: bool = False) -> np.ndarray:
+    """A user mask (non-zero = masked, pyFAI's convention) from ``.npy``, HDF5 or any fabio image."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            mask = np.load(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read the mask ({_first_line(exc)})") from None
+    else:
+        mask = read_frames(path, key=key or "/mask", flipud=False)[0][0]
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.shape != tuple(shape):
+        raise InputError(f"{path}: mask shape {mask.shape} does not match the frames' {tuple(shape)}")
+    mask = mask != 0
+    return mask[::-1] if flipud else mask
+
+
+def load_geometry(path: Path, shape: tuple[int, int]):
+    """A pyFAI ``AzimuthalIntegrator`` from a PONI file or a BioXTAS RAW ``.cfg`` settings file."""
+    import pyFAI
+    from pyFAI.detectors import Detector
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such geometry file (expected a pyFAI .poni or a BioXTAS RAW .cfg)")
+    if path.suffix.lower() == ".cfg":
+        try:
+            cfg = json.loads(path.read_text())
+            dist_mm = float(cfg["SampleDistance"])
+            cx, cy = float(cfg["Xcenter"]), float(cfg["Ycenter"])
+            px_um = float(cfg["DetectorPixelSizeX"]), float(cfg["DetectorPixelSizeY"])
+            wavelength_A = float(cfg["WaveLength"])
+            tilt, tilt_rot = float(cfg.get("DetectorTilt", 0.0)), float(cfg.get("DetectorTiltPlanRot", 0.0))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}: not a BioXTAS RAW settings file with SampleDistance, Xcenter, Ycenter, "
+                             f"DetectorPixelSizeX/Y and WaveLength ({_first_line(exc)})") from None
+        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+        det = Detector(pixel1=px_um[1] * 1e-6, pixel2=px_um[0] * 1e-6, max_shape=tuple(shape))
+        ai = AzimuthalIntegrator(detector=det)
+        ai.setFit2D(dist_mm, cx, cy, tilt=tilt, tiltPlanRotation=tilt_rot, pixelX=px_um[0], pixelY=px_um[1])
+        ai.wavelength = wavelength_A * 1e-10
+        return ai
+    try:
+        ai = pyFAI.load(str(path))
+    except Exception as exc:  # pyFAI raises many kinds on a malformed file
+        raise InputError(f"{path}: not a readable PONI file ({_first_line(exc)})") from None
+    if ai.wavelength is None:
+        raise InputError(f"{path}: the PONI file has no Wavelength; q and d-spacings need it")
+    det = ai.detector
+    if det.max_shape is None or tuple(det.max_shape) != tuple(shape):
+        if det.max_shape is not None and tuple(det.max_shape) != tuple(shape):
+            raise InputError(f"{path}: detector shape {tuple(det.max_shape)} does not match the frames' {tuple(shape)}")
+        det.max_shape = tuple(shape)
+        det.shape = tuple(shape)
+    return ai
+
+
+def check_option(name: str, value: Any, allowed: tuple) -> Any:
+    if value not in allowed:
+        raise ConfigError(f"azint {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+    return value

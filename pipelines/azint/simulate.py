@@ -1,0 +1,124 @@
+"""A deterministic simulated powder frame: CeO2 rings on a Pilatus 1M, as a detector writes it.
+
+pyFAI's calibrant model draws the rings for a tilted geometry; on top come an air-scatter
+background falling with angle, Poisson photon noise, the detector's module gaps (-1) and bad
+pixels (-2) as a Pilatus writes them, a hot pixel above the count cut-off and a few zingers.
+The frame and its PONI file are written by :func:`write_simulation`; nothing depends on
+randomness outside ``seed``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULTS", "simulate_powder", "write_simulation"]
+
+DEFAULTS: dict[str, Any] = {
+    "detector": "Pilatus1M",     # any pyFAI detector name; its module gaps are written as -1
+    "calibrant": "CeO2",
+    "wavelength_A": 0.7,
+    "distance_mm": 200.0,
+    "poni_px": [560.0, 470.0],   # point of normal incidence (row, col)
+    "rot_rad": [0.012, -0.008, 0.0],
+    "peak_counts": 3000.0,       # brightest ring, counts per pixel
+    "background_counts": 40.0,   # air scatter near the beam
+    "resolution_deg": 0.06,      # ring FWHM (instrument resolution)
+    "n_frames": 1,
+    "bad_pixels": 60,
+    "zingers": 8,
+    "seed": 0,
+    "version": 1,
+}
+
+COUNT_CUTOFF = 1_048_500  # hot pixel reads above it (as on real Pilatus frames)
+
+
+def simulation_params(**overrides: Any) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown simulation parameter(s) {', '.join(unknown)}; expected {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **overrides}
+    out["poni_px"] = [float(v) for v in out["poni_px"]]
+    out["rot_rad"] = [float(v) for v in out["rot_rad"]]
+    return out
+
+
+def geometry(params: dict[str, Any]):
+    """The pyFAI integrator of the simulated setup."""
+    from pyFAI.detectors import detector_factory
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    det = detector_factory(params["detector"])
+    p1, p2 = (v * det.pixel1 for v in params["poni_px"])
+    r1, r2, r3 = params["rot_rad"]
+    return AzimuthalIntegrator(dist=params["distance_mm"] * 1e-3, poni1=p1, poni2=p2, rot1=r1, rot2=r2, rot3=r3,
+                               detector=det, wavelength=params["wavelength_A"] * 1e-10)
+
+
+def gap_mask(detector) -> np.ndarray:
+    """True in the inter-module gaps of a pyFAI detector (none for a monolithic one)."""
+    mask = detector.mask if detector.mask is not None else detector.calc_mask()
+    return np.zeros(detector.shape, bool) if mask is None else np.asarray(mask, bool)
+
+
+def simulate_powder(**params: Any) -> tuple[np.ndarray, Any]:
+    """``(frames, integrator)``: int32 frames ``(n_frames, rows, cols)`` with Pilatus sentinels."""
+    from pyFAI.calibrant import get_calibrant
+
+    p = simulation_params(**params)
+    ai = geometry(p)
+    shape = tuple(ai.detector.shape)
+    cal = get_calibrant(p["calibrant"])
+    cal.wavelength = ai.wavelength
+    rings = cal.fake_calibration_image(ai, shape=shape, Imax=1.0, Imin=0.0, resolution=p["resolution_deg"])
+    tth = ai.center_array(shape, unit="2th_rad")
+    air = p["background_counts"] * (0.25 + np.exp(-np.rad2deg(tth) / 12.0))
+    # intensity falls with angle like a real pattern's form factor and Lorentz terms
+    falloff = 1.0 / (1.0 + (np.rad2deg(tth) / 15.0) ** 2)
+    expected = (p["peak_counts"] * rings * falloff + air) * ai.solidAngleArray(shape)
+    rng = np.random.default_rng(p["seed"])
+    frames = rng.poisson(expected, size=(int(p["n_frames"]),) + shape).astype(np.int32)
+    gaps = gap_mask(ai.detector)
+    frames[:, gaps] = -1
+    valid = np.argwhere(~gaps)
+    bad = valid[rng.choice(len(valid), int(p["bad_pixels"]), replace=False)]
+    frames[:, bad[:, 0], bad[:, 1]] = -2
+    hot = valid[rng.integers(len(valid))]
+    frames[:, hot[0], hot[1]] = COUNT_CUTOFF + 27
+    for f in frames:  # cosmic-ray zingers: single bright pixels, a different place each frame
+        z = valid[rng.choice(len(valid), int(p["zingers"]), replace=False)]
+        f[z[:, 0], z[:, 1]] += rng.integers(2000, 20000, size=len(z)).astype(np.int32)
+    return frames, ai
+
+
+def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:
+    """Write the frames as NeXus-like HDF5 (``/entry/data/data``) and the geometry as PONI."""
+    import h5py
+    import hdf5plugin
+
+    p = simulation_params(**params)
+    frames, ai = simulate_powder(**{k: v for k, v in p.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with h5py.File(tmp, "w") as fh:
+        fh.create_dataset("/entry/data/data", data=frames, chunks=(1,) + frames.shape[1:],
+                          **hdf5plugin.Bitshuffle(cname="lz4"))
+        sim = fh.create_group("simulation")
+        for k, v in p.items():
+            sim.attrs[k] = v
+        fh["/entry/data/data"].attrs["count_cutoff"] = COUNT_CUTOFF
+    ai.save(str(poni.with_suffix(".poni.tmp")))
+    tmp.replace(path)
+    poni.with_suffix(".poni.tmp").replace(poni)
+    return p
+
+
+def read_simulation_attrs(path: Path) -> dict[str, Any] | None:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        if "simulation" not in fh:
+            return None
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh["simulation"].attrs.items()}

@@ -1,0 +1,317 @@
+"""Azimuthal integration (powder diffraction, SAXS/WAXS) with pyFAI.
+
+The payload is the stack of detector frames; the geometry (PONI) and the detector mask are
+kept exact. One ``AzimuthalIntegrator`` is built per process and geometry and reused for the
+raw and every compressed frame (pyFAI keeps its CSR matrix for the same shape, mask, unit
+and bins), so a point costs one sparse matrix-vector product per frame.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from lossbound.core.errors import ConfigError, InputError
+from lossbound.core.hashing import stable_hash
+from pipelines import TECHNIQUES
+from pipelines.azint import io as azio
+from pipelines.base import Dataset, Result, Technique
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "npt": 1000,                   # radial bins of the 1-D profile
+    "unit": "q_nm^-1",             # or 2th_deg, q_A^-1, r_mm
+    "method": ["bbox", "csr", "cython"],  # pixel splitting, engine, implementation
+    "polarization_factor": 0.99,   # null = no polarisation correction
+    "correct_solid_angle": True,
+    "error_model": "poisson",      # sigma per bin from the counts
+    "cake": {"enabled": False, "npt_azim": 360},
+}
+_UNITS = ("q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm")
+GEOMETRY_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength", "pixel1", "pixel2")
+
+# A 'realistic' later geometry refinement for the reduction reference: the beam centre moves
+# by half a pixel and the distance by 0.1 %, typical of re-calibrating a powder setup.
+REFINEMENT = {"centre_half_pixel": {"poni1": 0.5, "poni2": 0.5}, "distance_0.1pct": {"dist": 1e-3}}
+
+
+@TECHNIQUES.register("azint")
+class AzintTechnique(Technique):
+    """Azimuthal integration of every frame to a 1-D profile with Poisson sigma per bin.
+
+    Parameters
+    ----------
+    config : mapping
+        ``npt``, ``unit`` (q_nm^-1 | q_A^-1 | 2th_deg | 2th_rad | r_mm), ``method`` (pyFAI
+        method triple), ``polarization_factor`` (None = off), ``correct_solid_angle``,
+        ``error_model`` ('poisson' | 'azimuthal'), ``cake`` ({enabled, npt_azim}: also a 2-D
+        cake per frame in the result).
+    """
+
+    name = "azint"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise ConfigError(f"azint pipeline: unknown option(s) {', '.join(unknown)}; "
+                              f"expected: {', '.join(DEFAULT_CONFIG)}")
+        cake = {**DEFAULT_CONFIG["cake"], **dict(config.get("cake") or {})}
+        merged = {**DEFAULT_CONFIG, **config, "cake": cake}
+        merged["method"] = [str(m) for m in merged["method"]] if not isinstance(merged["method"], str) \
+            else merged["method"]
+        super().__init__(merged)
+        npt = merged["npt"]
+        if not isinstance(npt, int) or isinstance(npt, bool) or npt < 10:
+            raise ConfigError(f"azint npt must be an integer >= 10, got {npt!r}")
+        azio.check_option("unit", merged["unit"], _UNITS)
+        azio.check_option("error_model", merged["error_model"], ("poisson", "azimuthal"))
+        pf = merged["polarization_factor"]
+        if pf is not None and not (isinstance(pf, (int, float)) and -1.0 <= pf <= 1.0):
+            raise ConfigError(f"azint polarization_factor must be null or in [-1, 1], got {pf!r}")
+        self._integrators: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------------------------------
+    # Data
+    # ---------------------------------------------------------------------------------------
+
+    def load(self, dataset_config: Mapping[str, Any]) -> Dataset:
+        """Frames, geometry and mask of ``dataset_config``.
+
+        Keys: ``path`` (frames: HDF5 or any fabio format), ``poni`` (pyFAI PONI or BioXTAS
+        RAW ``.cfg``), ``key`` (HDF5 dataset, default /entry/data/data), ``flipud``,
+        ``max_frames``, ``mask_file`` / ``mask_key`` (user mask, non-zero = masked),
+        ``count_cutoff`` (values above are masked; default from the file's header),
+        ``calibrant`` (pyFAI calibrant name, for the peak evaluators), ``sample`` ('powder' |
+        'saxs' | None: which evaluators apply), and for the built-in
+        simulation ``simulation`` + ``generate_at``.
+        """
+        cfg = dict(dataset_config)
+        if not cfg.get("path"):
+            raise ConfigError("azint dataset: 'path' is required (the detector frames)")
+        path = Path(str(cfg["path"])).expanduser()
+        if not cfg.get("poni"):
+            raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
+        poni = Path(str(cfg["poni"])).expanduser()
+        sim = None
+        if cfg.get("simulation") is not None:
+            sim = self._ensure_simulation(cfg, path, poni)
+        max_frames = cfg.get("max_frames")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise ConfigError(f"azint dataset {path}: max_frames must be a positive integer or null, got {max_frames!r}")
+        frames, header = azio.read_frames(path, key=cfg.get("key"), flipud=bool(cfg.get("flipud", False)),
+                                          max_frames=max_frames)
+        shape = frames.shape[1:]
+        ai = azio.load_geometry(poni, shape)
+        cutoff = cfg.get("count_cutoff", None)
+        if cutoff is None:
+            cutoff = header.get("count_cutoff") or _hdf5_attr(path, cfg.get("key"), "count_cutoff")
+        masked = azio.sentinel_mask(frames, count_cutoff=cutoff)
+        n_sentinel = int(masked.sum())
+        if cfg.get("mask_file"):
+            masked |= azio.read_user_mask(Path(str(cfg["mask_file"])).expanduser(), shape, key=cfg.get("mask_key"),
+                                          flipud=bool(cfg.get("flipud", False)))
+        if masked.all():
+            raise InputError(f"{path}: every pixel is masked (sentinels, count cut-off or mask file)")
+        geometry = ai.get_config()
+        vec = np.array([float(getattr(ai, k)) for k in GEOMETRY_KEYS] + list(shape), dtype=np.float64)
+        name = str(cfg.get("name") or path.stem)
+        meta = {
+            "geometry": geometry, "shape": list(frames.shape), "dtype": str(frames.dtype),
+            "masked_pixels": int(masked.sum()), "sentinel_pixels": n_sentinel, "count_cutoff": cutoff,
+            "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"), "poni": str(poni), "simulated": sim is not None, **header,
+        }
+        if sim is not None:
+            meta["simulation"] = sim
+        log.info("azint: loaded %s %s %s from %s (%d masked pixels), geometry %s", name, frames.shape, frames.dtype,
+                 path, meta["masked_pixels"], poni)
+        return Dataset(name=name, arrays={"frames": frames, "geometry": vec}, payload="frames", source=str(path),
+                       meta=meta, mask=~masked)
+
+    @staticmethod
+    def _ensure_simulation(cfg: Mapping[str, Any], path: Path, poni: Path) -> dict[str, Any]:
+        from pipelines.azint.simulate import read_simulation_attrs, simulation_params, write_simulation
+
+        home = Path(str(cfg.get("generate_at") or path)).expanduser()
+        if path.resolve() != home.resolve():
+            raise InputError(f"{path}: dataset {cfg.get('name') or 'simulation'} is simulated at {home} only; "
+                             f"to evaluate frames of your own use dataset=file dataset.path={path} dataset.poni=...")
+        try:
+            params = simulation_params(**dict(cfg["simulation"] or {}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"azint dataset {path}: bad simulation parameters: {exc}") from None
+        if path.exists():
+            try:
+                stored = read_simulation_attrs(path)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read as HDF5 ({str(exc).splitlines()[0]})") from None
+            if stored is None:
+                raise InputError(f"{path}: exists but is not a LossBound simulation; refusing to overwrite it")
+            if stable_hash(stored) == stable_hash(params) and poni.exists():
+                return params
+        log.info("azint: simulating %s", path)
+        return write_simulation(path, poni, **params)
+
+    # ---------------------------------------------------------------------------------------
+    # Pipeline
+    # ---------------------------------------------------------------------------------------
+
+    def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None):
+        """The dataset's AzimuthalIntegrator, built once per process and geometry."""
+        geometry = dict(geometry or data.meta["geometry"])
+        shape = tuple(data.payload_array.shape[1:])
+        key = stable_hash({"geometry": geometry, "shape": shape})
+        ai = self._integrators.get(key)
+        if ai is None:
+            from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+            ai = AzimuthalIntegrator()
+            ai.set_config(geometry)
+            ai.detector.max_shape = shape
+            ai.detector.shape = shape
+            self._integrators[key] = ai
+        return ai
+
+    def _method(self):
+        m = self.config["method"]
+        return m if isinstance(m, str) else tuple(m)
+
+    def integrate(self, data: Dataset, *, geometry: Mapping[str, Any] | None = None,
+                  mask: np.ndarray | None = None) -> Result:
+        """1-D profiles of every frame (and cakes when enabled) with ``geometry``/``mask``
+        overriding the dataset's (for the reduction reference)."""
+        ai = self.integrator(data, geometry)
+        masked = (~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)) \
+            if mask is None else mask
+        mask_u8 = masked.astype(np.int8)
+        cfg = self.config
+        kwargs = dict(unit=cfg["unit"], method=self._method(), mask=mask_u8, error_model=cfg["error_model"],
+                      polarization_factor=cfg["polarization_factor"], correctSolidAngle=cfg["correct_solid_angle"])
+        intensity, sigma, cakes = [], [], []
+        radial = None
+        for frame in data.payload_array:
+            res = ai.integrate1d(frame, cfg["npt"], **kwargs)
+            radial = res.radial
+            intensity.append(res.intensity)
+            sigma.append(res.sigma if res.sigma is not None else np.full_like(res.intensity, np.nan))
+            if cfg["cake"]["enabled"]:
+                ck = ai.integrate2d(frame, cfg["npt"], int(cfg["cake"]["npt_azim"]), unit=cfg["unit"],
+                                    method=self._method(), mask=mask_u8, polarization_factor=cfg["polarization_factor"],
+                                    correctSolidAngle=cfg["correct_solid_angle"])
+                cakes.append(ck.intensity)
+        out = {"radial": np.asarray(radial, np.float64), "intensity": np.asarray(intensity, np.float64),
+               "sigma": np.asarray(sigma, np.float64)}
+        if cakes:
+            out["cake"] = np.asarray(cakes, np.float32)
+        return out
+
+    def prepare(self, raw: Dataset) -> dict[str, Any]:
+        """``reduction``: what storing only the profiles would give (:meth:`reduction`)."""
+        reduction = self.reduction(raw, self.integrate(raw))
+        log.info("azint: storing only the 1-D profiles of %s: %.0fx; a half-pixel beam-centre refinement "
+                 "would move the stored profile by up to %.3g sigma", raw.name, reduction["profile_ratio"],
+                 reduction["centre_half_pixel_max_dev_sigma"])
+        return {"reduction": reduction}
+
+    def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
+        """``radial`` (npt,), ``intensity`` and ``sigma`` (n_frames, npt), optional ``cake``."""
+        return self.integrate(data)
+
+    def reduction(self, raw: Dataset, result: Result) -> dict[str, float]:
+        """Storing only the 1-D profiles: their ratio, and what they cannot recover.
+
+        A later geometry refinement (beam centre by half a pixel, distance by 0.1 %) or mask
+        correction re-integrates the raw frames; a stored profile cannot follow. The figures
+        compare the re-integration with the stored profile in units of its own sigma.
+        """
+        frames = raw.payload_array
+        n_bins = result["intensity"].size
+        stored = 4 * (n_bins * 2 + result["radial"].size)  # float32 intensity + sigma + axis
+        out: dict[str, float] = {"profile_ratio": float(frames.nbytes / stored)}
+        base = dict(raw.meta["geometry"])
+        ai = self.integrator(raw)
+        for label, change in REFINEMENT.items():
+            geo = dict(base)
+            for k, v in change.items():
+                geo[k] = base[k] + v * (ai.detector.pixel1 if k.startswith("poni") else base[k])
+            moved = self.integrate(raw, geometry=geo)
+            out.update(_deviation(result, moved, prefix=label))
+        # a mask correction: pixels a later hot-pixel search flags (above 5x the count the
+        # frame's own profile predicts at their radius and 20 sigma above it), masked in a
+        # re-integration
+        hot = _hot_pixels(raw, result, self.integrator(raw), self.config["unit"])
+        if hot.any():
+            moved = self.integrate(raw, mask=(~raw.mask if raw.mask is not None else np.zeros_like(hot)) | hot)
+            out.update(_deviation(result, moved, prefix="mask_correction"))
+        out["mask_correction_pixels"] = float(hot.sum())
+        return out
+
+    def preview(self, result: Result) -> dict[str, Any]:
+        """The first frame's profile and sigma."""
+        return {"radial": np.asarray(result["radial"]), "intensity": np.asarray(result["intensity"][0]),
+                "sigma": np.asarray(result["sigma"][0]), "unit": self.config["unit"]}
+
+    def figure(self, raw: Mapping[str, Any], compressed: Mapping[str, Any], *, title: str = ""):
+        """Raw and compressed profiles (log scale) and their difference in units of the raw sigma."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        x = np.asarray(raw["radial"])
+        a, b, s = (np.asarray(raw["intensity"]), np.asarray(compressed["intensity"]), np.asarray(raw["sigma"]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(s > 0, (b - a) / s, np.nan)
+        fig = Figure(figsize=(10, 6.5))
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+        top.plot(x, a, lw=1.0, label="raw", color="k")
+        top.plot(x, b, lw=0.8, label="compressed", color="tab:red", alpha=0.8)
+        top.set_yscale("log")
+        top.set_ylabel("intensity")
+        top.legend(loc="upper right")
+        bottom.plot(x, z, lw=0.6, color="tab:blue")
+        bottom.axhline(0, color="k", lw=0.5)
+        for lim in (-1, 1):
+            bottom.axhline(lim, color="gray", lw=0.5, ls="--")
+        bottom.set_ylabel("(compressed - raw) / sigma")
+        bottom.set_xlabel(str(raw.get("unit", "")))
+        finite = z[np.isfinite(z)]
+        chi2 = float(np.mean(finite**2)) if finite.size else float("nan")
+        fig.suptitle(f"{title}  (reduced chi2 {chi2:.3g}, max |dI|/sigma {np.max(np.abs(finite)) if finite.size else 0:.3g})")
+        fig.subplots_adjust(left=0.09, right=0.98, bottom=0.08, top=0.92, hspace=0.08)
+        return fig
+
+
+def _deviation(ref: Result, other: Result, *, prefix: str) -> dict[str, float]:
+    a, b, s = ref["intensity"], other["intensity"], ref["sigma"]
+    ok = np.isfinite(a) & np.isfinite(b) & (s > 0)
+    z = (b[ok] - a[ok]) / s[ok]
+    return {f"{prefix}_chi2_red": float(np.mean(z**2)) if z.size else math.nan,
+            f"{prefix}_max_dev_sigma": float(np.max(np.abs(z))) if z.size else math.nan}
+
+
+def _hot_pixels(raw: Dataset, result: Result, ai, unit: str) -> np.ndarray:
+    """Valid pixels far above their frame's radial profile (5x and 20 sigma) in any frame."""
+    shape = raw.payload_array.shape[1:]
+    r = ai.center_array(shape, unit=unit)
+    radial = result["radial"]
+    hot = np.zeros(shape, bool)
+    valid = raw.mask if raw.mask is not None else np.ones(shape, bool)
+    for frame, prof in zip(raw.payload_array, result["intensity"]):
+        expected = np.interp(r, radial, np.nan_to_num(prof)) * ai.solidAngleArray(shape)
+        hot |= valid & (frame > 5 * expected) & (frame > expected + 20 * np.sqrt(np.maximum(expected, 1.0)))
+    return hot
+
+
+def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
+    if path.suffix.lower() not in {".h5", ".hdf5", ".nxs"}:
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        ds = fh.get(key or azio.DEFAULT_KEY)
+        value = ds.attrs.get(attr) if ds is not None else None
+    return value.item() if hasattr(value, "item") else value
