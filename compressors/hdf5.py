@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import h5py
 import hdf5plugin
@@ -18,7 +18,7 @@ import numpy as np
 from lossbound.core.errors import ConfigError, InputError
 
 from .specs import CodecSetting, filter_from_config
-from .store import convert_dtype, read_payload, write_payload
+from .store import read_payload, write_payload
 
 __all__ = ["RoundTrip", "filter_from_config", "filter_from_options", "roundtrip"]
 

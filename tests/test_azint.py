@@ -166,3 +166,19 @@ def test_command_line_refuses_a_tomography_file_for_azint_in_one_line(tmp_path):
 def test_unknown_pipeline_option_is_refused():
     with pytest.raises(ConfigError, match="unknown option"):
         AzintTechnique({"npts": 100})
+
+
+def test_cake_and_user_mask_and_two_theta(tmp_path):
+    cfg = dict(name="sim", path=str(tmp_path / "s.h5"), poni=str(tmp_path / "s.poni"),
+               generate_at=str(tmp_path / "s.h5"), simulation={"detector": "Pilatus300k", "poni_px": [300, 240]})
+    plain = AzintTechnique({}).load(cfg)
+    user = np.zeros(plain.payload_array.shape[1:], np.uint8)
+    user[:50, :] = 1
+    np.save(tmp_path / "mask.npy", user)
+    masked = AzintTechnique({}).load({**cfg, "mask_file": str(tmp_path / "mask.npy")})
+    assert not masked.mask[:50].any() and masked.meta["masked_pixels"] > plain.meta["masked_pixels"]
+    tech = AzintTechnique({"npt": 120, "unit": "2th_deg", "cake": {"enabled": True, "npt_azim": 36}})
+    out = tech.run(masked, {})
+    assert out["cake"].shape == (1, 36, 120) and out["intensity"].shape == (1, 120)
+    assert 0 < out["radial"][0] < out["radial"][-1] < 90  # degrees 2-theta
+    assert np.isfinite(out["sigma"]).all() and (out["sigma"] >= 0).all()

@@ -16,7 +16,7 @@ import numpy as np
 
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.hashing import stable_hash
-from pipelines import TECHNIQUES
+from pipelines import TECHNIQUES, simfiles
 from pipelines.azint import io as azio
 from pipelines.base import Dataset, Result, Technique
 
@@ -136,25 +136,12 @@ class AzintTechnique(Technique):
     def _ensure_simulation(cfg: Mapping[str, Any], path: Path, poni: Path) -> dict[str, Any]:
         from pipelines.azint.simulate import read_simulation_attrs, simulation_params, write_simulation
 
-        home = Path(str(cfg.get("generate_at") or path)).expanduser()
-        if path.resolve() != home.resolve():
-            raise InputError(f"{path}: dataset {cfg.get('name') or 'simulation'} is simulated at {home} only; "
-                             f"to evaluate frames of your own use dataset=file dataset.path={path} dataset.poni=...")
-        try:
-            params = simulation_params(**dict(cfg["simulation"] or {}))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"azint dataset {path}: bad simulation parameters: {exc}") from None
-        if path.exists():
-            try:
-                stored = read_simulation_attrs(path)
-            except OSError as exc:
-                raise InputError(f"{path}: cannot read as HDF5 ({str(exc).splitlines()[0]})") from None
-            if stored is None:
-                raise InputError(f"{path}: exists but is not a LossBound simulation; refusing to overwrite it")
-            if stable_hash(stored) == stable_hash(params) and poni.exists():
-                return params
-        log.info("azint: simulating %s", path)
-        return write_simulation(path, poni, **params)
+        simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path} dataset.poni=...")
+        params = simfiles.resolve_params(simulation_params, cfg["simulation"], technique="azint", path=path)
+        if simfiles.needs_writing(path, params, read_simulation_attrs, technique="azint") or not poni.exists():
+            write_simulation(path, poni, **params)
+            log.info("azint: wrote simulation %s and its geometry %s", path, poni)
+        return params
 
     # ---------------------------------------------------------------------------------------
     # Pipeline

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core.errors import ConfigError, InputError
-from pipelines import TECHNIQUES
+from lossbound.core.errors import ConfigError
+from pipelines import TECHNIQUES, simfiles
 from pipelines.base import Dataset, Result, Technique
 from pipelines.tomo import io as tomo_io
 from pipelines.tomo import recon
@@ -126,14 +126,7 @@ class TomoTechnique(Technique):
                 raise ConfigError(
                     f"tomo dataset {path}: a simulation is written as dataexchange, not {fmt!r}"
                 )
-            home = Path(str(cfg.get("generate_at") or path)).expanduser()
-            if path.resolve() != home.resolve():
-                # Writing a simulation to a path the user chose would look like their scan
-                # had been evaluated.
-                raise InputError(
-                    f"{path}: dataset {cfg.get('name') or 'simulation'} is simulated at {home} only; "
-                    f"to evaluate a scan of your own use dataset=file dataset.path={path}"
-                )
+            simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path}")
             sim_params = ensure_simulation(path, simulation)
         arrays, fmt = tomo_io.read_scan(path, fmt=fmt)
         theta = arrays["theta"]
@@ -332,36 +325,9 @@ def ensure_simulation(path: Path, simulation: Mapping[str, Any]) -> dict[str, An
     """
     from pipelines.tomo.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
 
-    try:
-        params = simulation_params(**dict(simulation or {}))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"tomo dataset {path}: bad simulation parameters: {exc}") from None
-    if path.exists():
-        try:
-            stored = read_simulation_attrs(path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read as HDF5 ({str(exc).splitlines()[0]})") from None
-        if stored is None:
-            raise InputError(
-                f"{path}: exists but is not a LossBound simulation (no /simulation attributes); refusing to overwrite it"
-            )
-        if _same_params(stored, params):
-            return params
-        changed = sorted(k for k in params if not _same_value(stored.get(k), params[k]))
-        log.info("tomo: %s was simulated with other parameters (%s); regenerating", path, ", ".join(changed))
-    else:
-        log.info("tomo: %s not found; simulating it", path)
-    arrays = simulate_tomo(**{k: v for k, v in params.items() if k != "version"})
-    write_dataexchange(path, arrays, attrs=params)
-    log.info("tomo: wrote simulation %s", path)
+    params = simfiles.resolve_params(simulation_params, simulation, technique="tomo", path=path)
+    if simfiles.needs_writing(path, params, read_simulation_attrs, technique="tomo"):
+        arrays = simulate_tomo(**{k: v for k, v in params.items() if k != "version"})
+        write_dataexchange(path, arrays, attrs=params)
+        log.info("tomo: wrote simulation %s", path)
     return params
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
-        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
-    return a == b
-
-
-def _same_params(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    return set(stored) == set(wanted) and all(_same_value(stored[k], wanted[k]) for k in wanted)

@@ -1,0 +1,65 @@
+"""Built-in simulated datasets on disk: written only at their own home, regenerated when their
+parameters change, never written over a file that is someone's data."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from lossbound.core.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["check_home", "needs_writing", "resolve_params"]
+
+
+def check_home(path: Path, cfg: Mapping[str, Any], *, hint: str) -> None:
+    """Refuse a simulated dataset pointed at another path than its ``generate_at``: writing
+    a simulation there would look as if the user's own data had been evaluated."""
+    home = Path(str(cfg.get("generate_at") or path)).expanduser()
+    if path.resolve() != home.resolve():
+        raise InputError(f"{path}: dataset {cfg.get('name') or 'simulation'} is simulated at {home} only; "
+                         f"to evaluate data of your own use {hint}")
+
+
+def resolve_params(make: Callable[..., dict[str, Any]], simulation: Mapping[str, Any] | None, *,
+                   technique: str, path: Path) -> dict[str, Any]:
+    """``make(**simulation)`` (the complete parameters) with a one-line error for bad ones."""
+    try:
+        return make(**dict(simulation or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{technique} dataset {path}: bad simulation parameters: {exc}") from None
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, (list, tuple, np.ndarray)) and isinstance(b, (list, tuple, np.ndarray)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def needs_writing(path: Path, params: Mapping[str, Any], read_attrs: Callable[[Path], Mapping[str, Any] | None], *,
+                  technique: str) -> bool:
+    """True when ``path`` is missing or holds a simulation with other parameters.
+
+    Raises ``InputError`` when ``path`` exists but is not a LossBound simulation (no
+    ``/simulation`` attributes): someone's data are never overwritten.
+    """
+    if not path.exists():
+        log.info("%s: %s not found; simulating it", technique, path)
+        return True
+    try:
+        stored = read_attrs(path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read as HDF5 ({str(exc).splitlines()[0]})") from None
+    if stored is None:
+        raise InputError(
+            f"{path}: exists but is not a LossBound simulation (no /simulation attributes); refusing to overwrite it")
+    changed = sorted(k for k in set(params) | set(stored) if not _same_value(stored.get(k), params.get(k)))
+    if changed:
+        log.info("%s: %s was simulated with other parameters (%s); regenerating", technique, path, ", ".join(changed))
+    return bool(changed)
