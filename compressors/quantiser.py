@@ -53,7 +53,7 @@ def quantiser_table(max_count: int, fraction: float, *, odd: bool = False) -> np
     return _quantise(counts, quantiser_steps(counts, fraction), odd)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=4)  # a table pair is up to 2 x 64 MiB (uint32, 2**24 counts)
 def _tables(top: int, fraction: float, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Even- and odd-column tables up to ``top`` (a power of two minus one, so frames of one
     detector share them), cached: building a 1 M-entry table costs more than the gather."""

@@ -9,7 +9,8 @@ A payload ``name`` is stored as:
   own shape, e.g. one frame for a stack) and ``name + "_masked_values"`` (1-D, the original values
   of the masked pixels in C order, detector dtype), both lossless (Blosc2 bit-shuffle + Zstd).
 
-Any HDF5 reader gets the image back with the filter plugin alone, plus one assignment::
+Any HDF5 reader gets the image back with the filter plugins (the payload's, and Blosc2 for the
+mask datasets), plus one assignment::
 
     data = f[name][()]
     if name + "_mask" in f:

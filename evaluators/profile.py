@@ -55,7 +55,10 @@ def profile_deviation(reference: np.ndarray, test: np.ndarray, sigma: np.ndarray
     check_same_shape(reference, test, what="profile")
     check_same_shape(reference, sigma, what="profile and sigma")
     ref, tst, sig = (np.asarray(a, np.float64) for a in (reference, test, sigma))
-    ok = np.isfinite(ref) & np.isfinite(tst) & np.isfinite(sig) & (sig > 0)
+    ok = np.isfinite(ref) & np.isfinite(sig) & (sig > 0)
+    if (ok & ~np.isfinite(tst)).any():  # a bin the codec made undefined is an infinite deviation
+        return {"chi2_red": math.inf, "max_dev_sigma": math.inf, "bias_sigma": math.inf, "rwp": math.inf,
+                "bins": float(ok.sum())}
     if not ok.any():
         return {"chi2_red": math.nan, "max_dev_sigma": math.nan, "bias_sigma": math.nan, "rwp": math.nan, "bins": 0.0}
     z = (tst[ok] - ref[ok]) / sig[ok]
@@ -231,8 +234,10 @@ def log_binned_ratio(q: np.ndarray, reference: np.ndarray, test: np.ndarray, sig
             continue
         r, t = float(np.sum(reference[sel])), float(np.sum(test[sel]))
         noise = float(np.sqrt(np.sum(sigma[sel] ** 2)))
-        if r <= 0 or t <= 0:
+        if r <= 0:
             continue
+        if t <= 0:  # the codec emptied a bin the raw curve has
+            return {"log_ratio_max": math.inf, "log_ratio_sigma_max": math.inf}
         ratio = abs(math.log(t / r))
         worst = max(worst, ratio)
         worst_sigma = max(worst_sigma, abs(t - r) / noise)
@@ -351,7 +356,8 @@ class PowderPeaks(Evaluator):
         lost = len(shift_fwhm) < n_raw  # a peak the raw fit found but the compressed cannot
 
         def worst(v: list[float]) -> float:
-            return math.inf if lost else (max(v) if v else math.nan)
+            finite = [x for x in v if not math.isnan(x)]  # NaN: a fit without an error estimate
+            return math.inf if lost else (max(finite) if finite else math.nan)
 
         out = {"peak_count": float(len(shift_fwhm)), "peak_shift_fwhm_max": worst(shift_fwhm),
                "peak_shift_sigma_max": worst(shift_sigma), "peak_fwhm_change_max": worst(fwhm_change),
@@ -380,20 +386,22 @@ class SaxsCurve(Evaluator):
     Output keys: ``saxs_log_ratio_max`` (max |ln(compressed / raw)| over the bins),
     ``saxs_log_ratio_sigma_max`` (the same difference in units of the bin's noise),
     ``guinier_rg_change`` and ``guinier_i0_change`` (relative; NaN without a Guinier region).
-    The radial unit must be a q unit (q_nm^-1 or q_A^-1). On a dataset whose ``sample`` is
+    unit : str
+        Radial unit of the profiles (as the pipeline's ``unit``); with a unit other than
+        q_nm^-1 or q_A^-1 all metrics are NaN (not applicable). On a dataset whose ``sample`` is
     ``powder`` all metrics are NaN (not applicable: a powder pattern's low-q air scatter is no
     particle's Guinier region).
     """
 
     name = "saxs"
 
-    def __init__(self, *, n_log_bins: int = 30, qrg_max: float = 1.3, **extra: Any) -> None:
+    def __init__(self, *, unit: str = "q_nm^-1", n_log_bins: int = 30, qrg_max: float = 1.3, **extra: Any) -> None:
         reject_unknown(self.name, extra)
-        super().__init__(n_log_bins=n_log_bins, qrg_max=qrg_max)
-        self.n_log_bins, self.qrg_max = int(n_log_bins), float(qrg_max)
+        super().__init__(unit=unit, n_log_bins=n_log_bins, qrg_max=qrg_max)
+        self.unit, self.n_log_bins, self.qrg_max = str(unit), int(n_log_bins), float(qrg_max)
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
-        if raw.data.meta.get("sample") == "powder":
+        if raw.data.meta.get("sample") == "powder" or self.unit not in ("q_nm^-1", "q_A^-1"):
             return {"applicable": False}
         x, y, s = _mean_profile(raw, self.name)
         return {"applicable": True, "guinier": guinier_fit(x, y, s, qrg_max=self.qrg_max)}

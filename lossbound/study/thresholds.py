@@ -61,6 +61,7 @@ def _codec_entry(point: PointResult) -> dict[str, Any]:
         "filter_id": c.get("filter_id"),
         "cd_values": [int(v) for v in c.get("cd_values") or []],
         "chunks": c.get("chunks"),
+        "chunks_setting": point.setting.get("chunks"),  # as configured (null = one frame per chunk)
         "input_dtype": c.get("stored_dtype"),
         "detector_dtype": c.get("original_dtype"),
         "compression_ratio": c.get("ratio"),
@@ -170,7 +171,8 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
             e = per[limiting]
             out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
                    **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
-                                            "detector_dtype", "transform", "transform_params", "bound_kind")}}
+                                            "chunks_setting", "detector_dtype", "transform", "transform_params",
+                                            "bound_kind")}}
         out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio")}
                               for n, e in per.items()}
         if excluded:
@@ -220,9 +222,20 @@ def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
     pre-transform, dtype, filter, chunks and the masked pixels kept apart — exactly."""
     if entry.get("bound") is None:
         raise ConfigError(f"codec {entry.get('codec')!r} has no threshold (nothing passed); nothing to apply")
+    if not entry.get("codec"):
+        raise ConfigError("thresholds entry has no 'codec' (written by an older LossBound); re-run the study")
     converted = entry.get("input_dtype") not in (None, entry.get("detector_dtype"))
-    return CodecSetting(entry["codec"], entry.get("mode"), entry["bound"],
-                        input_dtype=entry["input_dtype"] if converted else None, chunks=entry.get("chunks"))
+    chunks = entry["chunks_setting"] if "chunks_setting" in entry else entry.get("chunks")
+    setting = CodecSetting(entry["codec"], entry.get("mode"), entry["bound"],
+                           input_dtype=entry["input_dtype"] if converted else None, chunks=chunks)
+    recorded = (entry.get("hdf5plugin") or {}).get("kwargs")
+    get_config = getattr(setting.make_filter(), "get_config", None)
+    built = dict(get_config()) if callable(get_config) else setting.plugin_kwargs()
+    if recorded is not None and _plain(built) != _plain(recorded):
+        # the codec's spec changed since the study (e.g. Blosc2 byte- vs bit-shuffle)
+        raise ConfigError(f"codec {entry['codec']!r}: the recorded filter {recorded} is not what this version "
+                          f"builds ({built}); re-run the study")
+    return setting
 
 
 def rebuild_filter(entry: Mapping[str, Any]):

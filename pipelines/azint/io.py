@@ -29,7 +29,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
-                max_frames: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                max_frames: int | None = None, what: str = "dataset.key") -> tuple[np.ndarray, dict[str, Any]]:
     """A stack ``(n_frames, rows, cols)`` of detector frames, in the file's dtype.
 
     Parameters
@@ -60,7 +60,7 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
         try:
             with h5py.File(path, "r") as fh:
                 if key not in fh or not isinstance(fh[key], h5py.Dataset):
-                    raise InputError(f"{path}: no dataset {key!r}; set dataset.key to the frames' path")
+                    raise InputError(f"{path}: no dataset {key!r}; set {what} to its path")
                 ds = fh[key]
                 if ds.ndim not in (2, 3):
                     raise InputError(f"{path}:{key} has shape {ds.shape}; expected 2-D frame(s)")
@@ -81,9 +81,11 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
             frames = np.stack(frames)
             header.update(format=type(img).__name__, n_frames_in_file=n,
                           count_cutoff=_count_cutoff(getattr(img, "header", {}) or {}))
-        except (OSError, ValueError, RuntimeError, KeyError, IndexError) as exc:
+        except Exception as exc:  # fabio raises many kinds on files it cannot parse
             raise InputError(f"{path}: cannot read as a detector image ({_first_line(exc)})") from None
     frames = np.asarray(frames)
+    if frames.dtype.kind == "b":
+        frames = frames.astype(np.uint8)
     if frames.ndim == 2:
         frames = frames[None]
     if frames.size == 0 or frames.dtype.kind not in "iuf":
@@ -116,8 +118,8 @@ def sentinel_mask(frames: np.ndarray, *, count_cutoff: float | None = None) -> n
         bad = frames < 0
     elif kind == "u":
         bad = frames == np.iinfo(frames.dtype).max
-    else:
-        bad = ~np.isfinite(frames) | (frames < 0)
+    else:  # float frames may be dark-subtracted: negative values are measurements
+        bad = ~np.isfinite(frames)
     if count_cutoff is not None:
         bad |= frames > count_cutoff
     return bad.any(axis=0)
@@ -132,7 +134,7 @@ def read_user_mask(path: Path, shape: tuple[int, int], *, key: str | None = None
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot read the mask ({_first_line(exc)})") from None
     else:
-        mask = read_frames(path, key=key or "/mask", flipud=False)[0][0]
+        mask = read_frames(path, key=key or "/mask", flipud=False, what="dataset.mask_key")[0][0]
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape != tuple(shape):
         raise InputError(f"{path}: mask shape {mask.shape} does not match the frames' {tuple(shape)}")
@@ -162,8 +164,13 @@ def load_geometry(path: Path, shape: tuple[int, int]):
         from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
         det = Detector(pixel1=px_um[1] * 1e-6, pixel2=px_um[0] * 1e-6, max_shape=tuple(shape))
+        if not (dist_mm > 0 and min(px_um) > 0 and wavelength_A > 0):
+            raise InputError(f"{path}: SampleDistance, pixel sizes and WaveLength must be positive")
         ai = AzimuthalIntegrator(detector=det)
-        ai.setFit2D(dist_mm, cx, cy, tilt=tilt, tiltPlanRotation=tilt_rot, pixelX=px_um[0], pixelY=px_um[1])
+        try:
+            ai.setFit2D(dist_mm, cx, cy, tilt=tilt, tiltPlanRotation=tilt_rot, pixelX=px_um[0], pixelY=px_um[1])
+        except Exception as exc:  # pyFAI's conversion errors
+            raise InputError(f"{path}: geometry not convertible ({_first_line(exc)})") from None
         ai.wavelength = wavelength_A * 1e-10
         return ai
     try:

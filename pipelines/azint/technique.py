@@ -110,6 +110,11 @@ class AzintTechnique(Technique):
         cutoff = cfg.get("count_cutoff", None)
         if cutoff is None:
             cutoff = header.get("count_cutoff") or _hdf5_attr(path, cfg.get("key"), "count_cutoff")
+        else:
+            try:
+                cutoff = float(cutoff)
+            except (TypeError, ValueError):
+                raise ConfigError(f"azint dataset {path}: count_cutoff must be a number or null, got {cutoff!r}") from None
         masked = azio.sentinel_mask(frames, count_cutoff=cutoff)
         n_sentinel = int(masked.sum())
         if cfg.get("mask_file"):
@@ -137,6 +142,8 @@ class AzintTechnique(Technique):
         from pipelines.azint.simulate import read_simulation_attrs, simulation_params, write_simulation
 
         simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path} dataset.poni=...")
+        if poni.expanduser().resolve() != path.with_suffix(".poni").resolve():  # never write over a user's PONI
+            raise InputError(f"{poni}: the simulation's geometry is written beside it, as {path.with_suffix('.poni')}")
         params = simfiles.resolve_params(simulation_params, cfg["simulation"], technique="azint", path=path)
         if simfiles.needs_writing(path, params, read_simulation_attrs, technique="azint") or not poni.exists():
             write_simulation(path, poni, **params)
@@ -224,13 +231,14 @@ class AzintTechnique(Technique):
         for label, change in REFINEMENT.items():
             geo = dict(base)
             for k, v in change.items():
-                geo[k] = base[k] + v * (ai.detector.pixel1 if k.startswith("poni") else base[k])
+                pixel = {"poni1": ai.detector.pixel1, "poni2": ai.detector.pixel2}.get(k)
+                geo[k] = base[k] + v * (pixel if pixel is not None else base[k])
             moved = self.integrate(raw, geometry=geo)
             out.update(_deviation(result, moved, prefix=label))
         # a mask correction: pixels a later hot-pixel search flags (above 5x the count the
         # frame's own profile predicts at their radius and 20 sigma above it), masked in a
         # re-integration
-        hot = _hot_pixels(raw, result, self.integrator(raw), self.config["unit"])
+        hot = _hot_pixels(raw, result, self.integrator(raw), self.config["unit"], self.config["polarization_factor"])
         if hot.any():
             moved = self.integrate(raw, mask=(~raw.mask if raw.mask is not None else np.zeros_like(hot)) | hot)
             out.update(_deviation(result, moved, prefix="mask_correction"))
@@ -280,15 +288,18 @@ def _deviation(ref: Result, other: Result, *, prefix: str) -> dict[str, float]:
             f"{prefix}_max_dev_sigma": float(np.max(np.abs(z))) if z.size else math.nan}
 
 
-def _hot_pixels(raw: Dataset, result: Result, ai, unit: str) -> np.ndarray:
+def _hot_pixels(raw: Dataset, result: Result, ai, unit: str, polarization: float | None) -> np.ndarray:
     """Valid pixels far above their frame's radial profile (5x and 20 sigma) in any frame."""
     shape = raw.payload_array.shape[1:]
     r = ai.center_array(shape, unit=unit)
     radial = result["radial"]
     hot = np.zeros(shape, bool)
     valid = raw.mask if raw.mask is not None else np.ones(shape, bool)
+    scale = ai.solidAngleArray(shape)
+    if polarization is not None:
+        scale = scale * ai.polarization(shape, factor=polarization)
     for frame, prof in zip(raw.payload_array, result["intensity"]):
-        expected = np.interp(r, radial, np.nan_to_num(prof)) * ai.solidAngleArray(shape)
+        expected = np.interp(r, radial, np.nan_to_num(prof)) * scale
         hot |= valid & (frame > 5 * expected) & (frame > expected + 20 * np.sqrt(np.maximum(expected, 1.0)))
     return hot
 
