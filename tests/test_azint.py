@@ -182,3 +182,15 @@ def test_cake_and_user_mask_and_two_theta(tmp_path):
     assert out["cake"].shape == (1, 36, 120) and out["intensity"].shape == (1, 120)
     assert 0 < out["radial"][0] < out["radial"][-1] < 90  # degrees 2-theta
     assert np.isfinite(out["sigma"]).all() and (out["sigma"] >= 0).all()
+
+
+def test_pilatus_cbf_header_gives_geometry_and_count_cutoff(shared_data):
+    frame = shared_data / "mx" / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2"
+    ds = AzintTechnique({}).load({"name": "thau", "path": str(frame)})
+    assert ds.meta["poni"] == "from the file header" and ds.meta["count_cutoff"] == 115897
+    ai = AzintTechnique({}).integrator(ds)
+    assert ai.dist == pytest.approx(0.351) and ai.wavelength == pytest.approx(0.96859e-10)
+    fit2d = ai.getFit2D()
+    assert fit2d["centerX"] == pytest.approx(1261.61) and fit2d["centerY"] == pytest.approx(1306.96)
+    frames = ds.payload_array
+    assert not ds.mask[(frames[0] < 0) | (frames[0] > 115897)].any()  # gaps, bad and hot pixels masked

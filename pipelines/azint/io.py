@@ -18,9 +18,9 @@ from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_geometry", "read_frames", "read_user_mask", "sentinel_mask"]
+__all__ = ["geometry_from_header", "load_geometry", "read_frames", "read_user_mask", "sentinel_mask"]
 
-_HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 DEFAULT_KEY = "/entry/data/data"
 
 
@@ -53,7 +53,7 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected detector frames: TIFF, CBF, EDF or HDF5)")
     header: dict[str, Any] = {"flipud": bool(flipud)}
-    if path.suffix.lower() in _HDF5_SUFFIXES:
+    if path.suffix.lower() in HDF5_SUFFIXES:
         import h5py
 
         key = key or DEFAULT_KEY
@@ -79,8 +79,9 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
             stop = n if max_frames is None else min(n, int(max_frames))
             frames = [np.asarray(img.data)] + [np.asarray(img.getframe(i).data) for i in range(1, stop)]
             frames = np.stack(frames)
-            header.update(format=type(img).__name__, n_frames_in_file=n,
-                          count_cutoff=_count_cutoff(getattr(img, "header", {}) or {}))
+            text = _header_text(getattr(img, "header", {}) or {})
+            header.update(format=type(img).__name__, n_frames_in_file=n, count_cutoff=_count_cutoff(text),
+                          pilatus_geometry=_pilatus_geometry(text))
         except Exception as exc:  # fabio raises many kinds on files it cannot parse
             raise InputError(f"{path}: cannot read as a detector image ({_first_line(exc)})") from None
     frames = np.asarray(frames)
@@ -95,9 +96,12 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
     return np.ascontiguousarray(frames), header
 
 
-def _count_cutoff(header: dict[str, Any]) -> int | None:
+def _header_text(header: dict[str, Any]) -> str:
+    return " ".join(str(v) for v in header.values())
+
+
+def _count_cutoff(text: str) -> int | None:
     """``Count_cutoff`` of a Pilatus header (values above it are not counts)."""
-    text = " ".join(str(v) for v in header.values())
     marker = "Count_cutoff"
     if marker not in text:
         return None
@@ -105,6 +109,41 @@ def _count_cutoff(header: dict[str, Any]) -> int | None:
         return int(text.split(marker, 1)[1].split()[0])
     except (IndexError, ValueError):
         return None
+
+
+def _pilatus_geometry(text: str) -> dict[str, float] | None:
+    """Wavelength (A), detector distance (m), beam centre (x, y px) and pixel size (m) from a
+    Pilatus mini-CBF header; None when any is missing."""
+    import re
+
+    number = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+    patterns = {
+        "wavelength_A": rf"Wavelength\s+{number}\s*A",
+        "distance_m": rf"Detector_distance\s+{number}\s*m",
+        "beam_x": rf"Beam_xy\s*\(\s*{number}\s*,",
+        "beam_y": rf"Beam_xy\s*\(\s*{number}\s*,\s*{number}",
+        "pixel_m": rf"Pixel_size\s+{number}\s*m",
+    }
+    out: dict[str, float] = {}
+    for key, pattern in patterns.items():
+        found = re.search(pattern, text)
+        if found is None:
+            return None
+        out[key] = float(found.group(found.lastindex))
+    return out
+
+
+def geometry_from_header(geometry: dict[str, float], shape: tuple[int, int]):
+    """A pyFAI ``AzimuthalIntegrator`` from a Pilatus header's geometry (no detector tilt;
+    the beam centre is the corner-based pixel coordinate the header gives)."""
+    from pyFAI.detectors import Detector
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    px = geometry["pixel_m"]
+    ai = AzimuthalIntegrator(detector=Detector(pixel1=px, pixel2=px, max_shape=tuple(shape)))
+    ai.setFit2D(geometry["distance_m"] * 1e3, geometry["beam_x"], geometry["beam_y"], pixelX=px * 1e6, pixelY=px * 1e6)
+    ai.wavelength = geometry["wavelength_A"] * 1e-10
+    return ai
 
 
 def sentinel_mask(frames: np.ndarray, *, count_cutoff: float | None = None) -> np.ndarray:

@@ -83,7 +83,7 @@ class AzintTechnique(Technique):
         """Frames, geometry and mask of ``dataset_config``.
 
         Keys: ``path`` (frames: HDF5 or any fabio format), ``poni`` (pyFAI PONI or BioXTAS
-        RAW ``.cfg``), ``key`` (HDF5 dataset, default /entry/data/data), ``flipud``,
+        RAW ``.cfg``; optional for Pilatus CBF/TIFF files whose header gives the geometry), ``key`` (HDF5 dataset, default /entry/data/data), ``flipud``,
         ``max_frames``, ``mask_file`` / ``mask_key`` (user mask, non-zero = masked),
         ``count_cutoff`` (values above are masked; default from the file's header),
         ``calibrant`` (pyFAI calibrant name, for the peak evaluators), ``sample`` ('powder' |
@@ -94,9 +94,9 @@ class AzintTechnique(Technique):
         if not cfg.get("path"):
             raise ConfigError("azint dataset: 'path' is required (the detector frames)")
         path = Path(str(cfg["path"])).expanduser()
-        if not cfg.get("poni"):
+        poni = Path(str(cfg["poni"])).expanduser() if cfg.get("poni") else None
+        if poni is None and (path.suffix.lower() in azio.HDF5_SUFFIXES or cfg.get("simulation") is not None):
             raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
-        poni = Path(str(cfg["poni"])).expanduser()
         sim = None
         if cfg.get("simulation") is not None:
             sim = self._ensure_simulation(cfg, path, poni)
@@ -106,7 +106,13 @@ class AzintTechnique(Technique):
         frames, header = azio.read_frames(path, key=cfg.get("key"), flipud=bool(cfg.get("flipud", False)),
                                           max_frames=max_frames)
         shape = frames.shape[1:]
-        ai = azio.load_geometry(poni, shape)
+        if poni is not None:
+            ai = azio.load_geometry(poni, shape)
+        elif header.get("pilatus_geometry"):  # a Pilatus CBF/TIFF header: wavelength, distance, beam centre
+            ai = azio.geometry_from_header(header["pilatus_geometry"], shape)
+        else:
+            raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>); "
+                              f"the file's header has no geometry")
         cutoff = cfg.get("count_cutoff", None)
         if cutoff is None:
             cutoff = header.get("count_cutoff") or _hdf5_attr(path, cfg.get("key"), "count_cutoff")
@@ -128,12 +134,13 @@ class AzintTechnique(Technique):
         meta = {
             "geometry": geometry, "shape": list(frames.shape), "dtype": str(frames.dtype),
             "masked_pixels": int(masked.sum()), "sentinel_pixels": n_sentinel, "count_cutoff": cutoff,
-            "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"), "poni": str(poni), "simulated": sim is not None, **header,
+            "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"),
+            "poni": str(poni) if poni is not None else "from the file header", "simulated": sim is not None, **header,
         }
         if sim is not None:
             meta["simulation"] = sim
         log.info("azint: loaded %s %s %s from %s (%d masked pixels), geometry %s", name, frames.shape, frames.dtype,
-                 path, meta["masked_pixels"], poni)
+                 path, meta["masked_pixels"], meta["poni"])
         return Dataset(name=name, arrays={"frames": frames, "geometry": vec}, payload="frames", source=str(path),
                        meta=meta, mask=~masked)
 
