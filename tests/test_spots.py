@@ -67,7 +67,7 @@ def test_spot_agreement_evaluator_measures_lost_and_moved_spots():
 def test_thaumatin_stills_have_spots_and_few_at_random(shared_data):
     from pathlib import Path
 
-    from pipelines.azint.io import geometry_from_header, read_frames, sentinel_mask
+    from pipelines.frames import geometry_from_header, read_frames, sentinel_mask
     from pipelines.sx.spots import background_model
 
     frames, header = read_frames(Path(shared_data / "mx" / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2"))

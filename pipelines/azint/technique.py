@@ -17,7 +17,7 @@ import numpy as np
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.hashing import stable_hash
 from pipelines import TECHNIQUES, simfiles
-from pipelines.azint import io as azio
+from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "cake": {"enabled": False, "npt_azim": 360},
 }
 _UNITS = ("q_nm^-1", "q_A^-1", "2th_deg", "2th_rad", "r_mm")
-GEOMETRY_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength", "pixel1", "pixel2")
 
 # A 'realistic' later geometry refinement for the reduction reference: the beam centre moves
 # by half a pixel and the distance by 0.1 %, typical of re-calibrating a powder setup.
@@ -68,8 +67,8 @@ class AzintTechnique(Technique):
         npt = merged["npt"]
         if not isinstance(npt, int) or isinstance(npt, bool) or npt < 10:
             raise ConfigError(f"azint npt must be an integer >= 10, got {npt!r}")
-        azio.check_option("unit", merged["unit"], _UNITS)
-        azio.check_option("error_model", merged["error_model"], ("poisson", "azimuthal"))
+        fio.check_option("unit", merged["unit"], _UNITS)
+        fio.check_option("error_model", merged["error_model"], ("poisson", "azimuthal"))
         pf = merged["polarization_factor"]
         if pf is not None and not (isinstance(pf, (int, float)) and -1.0 <= pf <= 1.0):
             raise ConfigError(f"azint polarization_factor must be null or in [-1, 1], got {pf!r}")
@@ -82,8 +81,9 @@ class AzintTechnique(Technique):
     def load(self, dataset_config: Mapping[str, Any]) -> Dataset:
         """Frames, geometry and mask of ``dataset_config``.
 
-        Keys: ``path`` (frames: HDF5 or any fabio format), ``poni`` (pyFAI PONI or BioXTAS
-        RAW ``.cfg``; optional for Pilatus CBF/TIFF files whose header gives the geometry), ``key`` (HDF5 dataset, default /entry/data/data), ``flipud``,
+        Keys: ``path`` (frames: a file, folder or glob; HDF5 or any fabio format), ``poni``
+        (pyFAI PONI or BioXTAS RAW ``.cfg``; optional for Pilatus CBF/TIFF files whose header
+        gives the geometry), ``key`` (HDF5 dataset, default /entry/data/data), ``flipud``,
         ``max_frames``, ``mask_file`` / ``mask_key`` (user mask, non-zero = masked),
         ``count_cutoff`` (values above are masked; default from the file's header),
         ``calibrant`` (pyFAI calibrant name, for the peak evaluators), ``sample`` ('powder' |
@@ -94,55 +94,22 @@ class AzintTechnique(Technique):
         if not cfg.get("path"):
             raise ConfigError("azint dataset: 'path' is required (the detector frames)")
         path = Path(str(cfg["path"])).expanduser()
-        poni = Path(str(cfg["poni"])).expanduser() if cfg.get("poni") else None
-        if poni is None and (path.suffix.lower() in azio.HDF5_SUFFIXES or cfg.get("simulation") is not None):
-            raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
         sim = None
         if cfg.get("simulation") is not None:
-            sim = self._ensure_simulation(cfg, path, poni)
-        max_frames = cfg.get("max_frames")
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise ConfigError(f"azint dataset {path}: max_frames must be a positive integer or null, got {max_frames!r}")
-        frames, header = azio.read_frames(path, key=cfg.get("key"), flipud=bool(cfg.get("flipud", False)),
-                                          max_frames=max_frames)
-        shape = frames.shape[1:]
-        if poni is not None:
-            ai = azio.load_geometry(poni, shape)
-        elif header.get("pilatus_geometry"):  # a Pilatus CBF/TIFF header: wavelength, distance, beam centre
-            ai = azio.geometry_from_header(header["pilatus_geometry"], shape)
-        else:
-            raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>); "
-                              f"the file's header has no geometry")
-        cutoff = cfg.get("count_cutoff", None)
-        if cutoff is None:
-            cutoff = header.get("count_cutoff") or _hdf5_attr(path, cfg.get("key"), "count_cutoff")
-        else:
-            try:
-                cutoff = float(cutoff)
-            except (TypeError, ValueError):
-                raise ConfigError(f"azint dataset {path}: count_cutoff must be a number or null, got {cutoff!r}") from None
-        masked = azio.sentinel_mask(frames, count_cutoff=cutoff)
-        n_sentinel = int(masked.sum())
-        if cfg.get("mask_file"):
-            masked |= azio.read_user_mask(Path(str(cfg["mask_file"])).expanduser(), shape, key=cfg.get("mask_key"),
-                                          flipud=bool(cfg.get("flipud", False)))
-        if masked.all():
-            raise InputError(f"{path}: every pixel is masked (sentinels, count cut-off or mask file)")
-        geometry = ai.get_config()
-        vec = np.array([float(getattr(ai, k)) for k in GEOMETRY_KEYS] + list(shape), dtype=np.float64)
+            if not cfg.get("poni"):
+                raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
+            sim = self._ensure_simulation(cfg, path, Path(str(cfg["poni"])).expanduser())
+        loaded = fio.load_detector_frames(cfg, technique="azint")
+        frames, masked = loaded["frames"], loaded["masked"]
         name = str(cfg.get("name") or path.stem)
-        meta = {
-            "geometry": geometry, "shape": list(frames.shape), "dtype": str(frames.dtype),
-            "masked_pixels": int(masked.sum()), "sentinel_pixels": n_sentinel, "count_cutoff": cutoff,
-            "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"),
-            "poni": str(poni) if poni is not None else "from the file header", "simulated": sim is not None, **header,
-        }
+        meta = {**loaded["meta"], "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"),
+                "simulated": sim is not None}
         if sim is not None:
             meta["simulation"] = sim
         log.info("azint: loaded %s %s %s from %s (%d masked pixels), geometry %s", name, frames.shape, frames.dtype,
                  path, meta["masked_pixels"], meta["poni"])
-        return Dataset(name=name, arrays={"frames": frames, "geometry": vec}, payload="frames", source=str(path),
-                       meta=meta, mask=~masked)
+        return Dataset(name=name, arrays={"frames": frames, "geometry": loaded["geometry_vector"]}, payload="frames",
+                       source=str(path), meta=meta, mask=~masked)
 
     @staticmethod
     def _ensure_simulation(cfg: Mapping[str, Any], path: Path, poni: Path) -> dict[str, Any]:
@@ -309,14 +276,3 @@ def _hot_pixels(raw: Dataset, result: Result, ai, unit: str, polarization: float
         expected = np.interp(r, radial, np.nan_to_num(prof)) * scale
         hot |= valid & (frame > 5 * expected) & (frame > expected + 20 * np.sqrt(np.maximum(expected, 1.0)))
     return hot
-
-
-def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
-    if path.suffix.lower() not in {".h5", ".hdf5", ".nxs"}:
-        return None
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        ds = fh.get(key or azio.DEFAULT_KEY)
-        value = ds.attrs.get(attr) if ds is not None else None
-    return value.item() if hasattr(value, "item") else value

@@ -1,5 +1,10 @@
-"""Serial crystallography (issue 8, in progress): Bragg-spot finding and hit finding so far.
+"""Serial crystallography (``sx``): Bragg-spot finding and hit finding on stills.
 
-No technique is registered yet: indexing (cctbx, in its own process because cctbx must be
-imported before scipy), the simulated stills and the Bragg-preserving reduction codec follow.
+Indexing (cctbx, in its own process because cctbx must be imported before scipy; see
+docs/sx_indexing_research.md) and the Bragg-preserving reduction codec are still to come.
 """
+
+from pipelines.sx import technique  # noqa: F401  (registers "sx" in TECHNIQUES)
+from pipelines.sx.technique import SxTechnique
+
+__all__ = ["SxTechnique"]

@@ -1,4 +1,4 @@
-"""Reading diffraction frames, detector geometry and masks for azimuthal integration.
+"""Detector frames, geometry and masks shared by the diffraction techniques (azint, sx).
 
 Frames come from any fabio format (TIFF, CBF, EDF, also ``.bz2``/``.gz``) or an HDF5 dataset;
 geometry from a pyFAI PONI file or a BioXTAS RAW settings file (``.cfg``, JSON) converted to
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["geometry_from_header", "load_geometry", "read_frames", "read_user_mask", "sentinel_mask"]
+__all__ = ["expand_paths", "geometry_from_header", "load_detector_frames", "load_geometry", "read_frames",
+           "read_user_mask", "sentinel_mask"]
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 DEFAULT_KEY = "/entry/data/data"
@@ -231,3 +232,102 @@ def check_option(name: str, value: Any, allowed: tuple) -> Any:
     if value not in allowed:
         raise ConfigError(f"azint {name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
     return value
+
+
+GEOMETRY_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength", "pixel1", "pixel2")
+
+
+def expand_paths(spec: str) -> list[Path]:
+    """A file, a folder (its files, sorted) or a glob pattern -> the frame files, sorted."""
+    import glob
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    elif any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+    else:
+        return [path]
+    if not files:
+        raise InputError(f"{spec}: no frame files found (expected a file, a folder of frames or a glob pattern)")
+    return files
+
+
+def load_detector_frames(cfg: Mapping[str, Any], *, technique: str) -> dict[str, Any]:
+    """Frames, geometry and mask described by a dataset config (shared by the diffraction
+    techniques).
+
+    Keys: ``path`` (a file, folder or glob: HDF5 or any fabio format), ``poni`` (PONI or RAW
+    ``.cfg``; optional where a Pilatus header gives the geometry), ``key``, ``flipud``,
+    ``max_frames``, ``mask_file`` / ``mask_key``, ``count_cutoff``.
+
+    Returns
+    -------
+    dict
+        ``frames`` (n, rows, cols), ``ai`` (pyFAI integrator), ``masked`` (rows, cols),
+        ``geometry_vector`` (float64: geometry + shape, for the dataset checksum), ``meta``.
+    """
+    spec = str(cfg["path"])
+    files = expand_paths(spec)
+    poni = Path(str(cfg["poni"])).expanduser() if cfg.get("poni") else None
+    if poni is None and files[0].suffix.lower() in HDF5_SUFFIXES:
+        raise ConfigError(f"{technique} dataset {spec}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
+    max_frames = cfg.get("max_frames")
+    if max_frames is not None and (not isinstance(max_frames, int) or isinstance(max_frames, bool) or max_frames < 1):
+        raise ConfigError(f"{technique} dataset {spec}: max_frames must be a positive integer or null, got {max_frames!r}")
+    stacks, headers = [], []
+    for file in files:
+        left = None if max_frames is None else max_frames - sum(len(s) for s in stacks)
+        if left is not None and left <= 0:
+            break
+        frames_i, header_i = read_frames(file, key=cfg.get("key"), flipud=bool(cfg.get("flipud", False)),
+                                         max_frames=left)
+        if stacks and (frames_i.shape[1:] != stacks[0].shape[1:] or frames_i.dtype != stacks[0].dtype):
+            raise InputError(f"{file}: frames {frames_i.shape[1:]} {frames_i.dtype} differ from the first file's "
+                             f"{stacks[0].shape[1:]} {stacks[0].dtype}")
+        stacks.append(frames_i)
+        headers.append(header_i)
+    frames = stacks[0] if len(stacks) == 1 else np.concatenate(stacks)
+    header = headers[0]
+    shape = frames.shape[1:]
+    if poni is not None:
+        ai = load_geometry(poni, shape)
+    elif header.get("pilatus_geometry"):  # a Pilatus CBF/TIFF header: wavelength, distance, beam centre
+        ai = geometry_from_header(header["pilatus_geometry"], shape)
+    else:
+        raise ConfigError(f"{technique} dataset {spec}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>); "
+                          f"the file's header has no geometry")
+    cutoff = cfg.get("count_cutoff", None)
+    if cutoff is None:
+        cutoff = header.get("count_cutoff") or _hdf5_attr(files[0], cfg.get("key"), "count_cutoff")
+    else:
+        try:
+            cutoff = float(cutoff)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{technique} dataset {spec}: count_cutoff must be a number or null, got {cutoff!r}") from None
+    masked = sentinel_mask(frames, count_cutoff=cutoff)
+    n_sentinel = int(masked.sum())
+    if cfg.get("mask_file"):
+        masked |= read_user_mask(Path(str(cfg["mask_file"])).expanduser(), shape, key=cfg.get("mask_key"),
+                                 flipud=bool(cfg.get("flipud", False)))
+    if masked.all():
+        raise InputError(f"{spec}: every pixel is masked (sentinels, count cut-off or mask file)")
+    vec = np.array([float(getattr(ai, k)) for k in GEOMETRY_KEYS] + list(shape), dtype=np.float64)
+    meta = {
+        **{k: v for k, v in header.items() if k != "pilatus_geometry"},
+        "geometry": ai.get_config(), "shape": list(frames.shape), "dtype": str(frames.dtype),
+        "masked_pixels": int(masked.sum()), "sentinel_pixels": n_sentinel, "count_cutoff": cutoff,
+        "poni": str(poni) if poni is not None else "from the file header", "files": len(stacks),
+    }
+    return {"frames": frames, "ai": ai, "masked": masked, "geometry_vector": vec, "meta": meta}
+
+
+def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
+    if path.suffix.lower() not in HDF5_SUFFIXES:
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        ds = fh.get(key or DEFAULT_KEY)
+        value = ds.attrs.get(attr) if ds is not None else None
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,84 @@
+"""Serial crystallography (spot finding and hit calls so far): the simulation and its truth,
+the study end to end, measured stills, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import compose
+from lossbound.core.errors import ConfigError, InputError
+from pipelines.sx.technique import SxTechnique
+
+SMALL = ["dataset.simulation.n_frames=3", "dataset.simulation.misses=[1]", "+dataset.simulation.detector=Pilatus300k",
+         "+dataset.simulation.beam_px=[240.0,300.0]", "+dataset.simulation.distance_mm=120.0"]
+
+
+def _overrides(tmp_path, extra=()) -> list[str]:
+    return ["technique=sx", f"paths.runs_dir={tmp_path / 'runs'}", f"paths.reference_data={tmp_path}",
+            "sweep.progress=false", *SMALL, *extra]
+
+
+@pytest.fixture(scope="module")
+def sx_study(tmp_path_factory):
+    import evaluate
+
+    tmp = tmp_path_factory.mktemp("sx")
+    cfg = compose(_overrides(tmp, ["codec=[sz3,quant_blosc2]", "search=grid", "sweep.bounds=[1,8]",
+                                   "codec.quant_blosc2.bounds=[0.5,4]", "tracking.figures=all"]))
+    return tmp, evaluate.run(cfg)
+
+
+def test_simulated_stills_carry_truth_and_the_raw_pipeline_recovers_it(tmp_path):
+    cfg = compose(_overrides(tmp_path))["dataset"]
+    tech = SxTechnique({})
+    data = tech.load(cfg)
+    frames = data.payload_array
+    assert frames.shape[0] == 3 and frames.dtype == np.int32 and (frames == -1).any() and (frames == -2).any()
+    prepared = tech.prepare(data)["raw"]
+    assert prepared["hit_accuracy"] == 1.0                # the miss is called a miss, the hits hits
+    assert prepared["true_spot_recall"] > 0.75  # most true spots >= 100 counts (crowded small detector; 0.9+ on the default)
+    assert prepared["hit_rate"] == pytest.approx(2 / 3)
+
+
+def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
+    tmp, res = sx_study
+    assert all(p.status == "ok" for p in res.points), [p.reason for p in res.points if p.status != "ok"]
+    assert all(p.codec["masked_pixels_changed"] == 0 for p in res.points)
+    lossless = [p for p in res.points if not p.lossy]
+    assert all(p.metrics["spot_f1"] == 1.0 and p.metrics["hit_agreement"] == 1.0 for p in lossless)
+    worst = next(p for p in res.points if p.setting["codec"] == "sz3" and p.setting["value"] == 8.0)
+    assert worst.metrics["spot_f1"] < 0.95 and not worst.passed  # 8 counts on a ~2-count background
+    from lossbound.study.thresholds import load_thresholds
+
+    doc = load_thresholds(tmp / "runs" / "thresholds" / "sx.yaml")
+    assert doc["datasets"]["sim_sx"]["codecs"]["sz3"]["first_failure"] is not None
+
+
+def test_measured_thaumatin_stills_are_hits_with_hundreds_of_spots(shared_data):
+    tech = SxTechnique({})
+    data = tech.load({"name": "thau", "path": str(shared_data / "mx" / "thaumatin_grid" / "*.cbf.bz2"),
+                      "max_frames": 2, "cell": [58, 58, 150, 90, 90, 90]})
+    assert data.payload_array.shape == (2, 2527, 2463) and data.meta["files"] == 2
+    result = tech.run(data, {})
+    assert result["hit"].all() and (result["n_spots"] > 300).all()
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"path": "{tmp}/none/*.cbf"}, "no frame files found"),
+    ({"path": "{tmp}/frames"}, "broken.cbf: cannot read as a detector image"),
+    ({"path": "{tmp}/frames/ok.h5", "poni": "{tmp}/x.poni", "cell": [58, 58]}, "cell must be"),
+])
+def test_bad_stills_are_one_line_naming_the_file(tmp_path, cfg, message):
+    import h5py
+
+    (tmp_path / "frames").mkdir()
+    with h5py.File(tmp_path / "frames" / "ok.h5", "w") as f:
+        f["/entry/data/data"] = np.ones((1, 8, 10), np.int32)
+    (tmp_path / "frames" / "broken.cbf").write_bytes(b"###CBF: not really")
+    (tmp_path / "x.poni").write_text("poni_version: 2\nDetector: Detector\nDetector_config: "
+                                     '{"pixel1": 1e-4, "pixel2": 1e-4}\nDistance: 0.1\nPoni1: 0\nPoni2: 0\n'
+                                     "Rot1: 0\nRot2: 0\nRot3: 0\nWavelength: 1e-10\n")
+    cfg = {k: (v.format(tmp=tmp_path) if isinstance(v, str) else v) for k, v in cfg.items()}
+    with pytest.raises((InputError, ConfigError), match=message) as info:
+        SxTechnique({}).load(cfg)
+    assert "\n" not in str(info.value)
