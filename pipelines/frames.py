@@ -331,3 +331,26 @@ def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
         ds = fh.get(key or DEFAULT_KEY)
         value = ds.attrs.get(attr) if ds is not None else None
     return value.item() if hasattr(value, "item") else value
+
+
+_INTEGRATORS: dict[str, Any] = {}
+
+
+def integrator_for(geometry: Mapping[str, Any], shape: tuple[int, ...]):
+    """The pyFAI ``AzimuthalIntegrator`` of ``geometry`` (``ai.get_config()``) and detector
+    ``shape``, built once per process: pyFAI keeps its CSR matrices on it, so the raw and
+    every compressed frame reuse them."""
+    from lossbound.core.hashing import stable_hash
+
+    shape = tuple(int(s) for s in shape)
+    key = stable_hash({"geometry": dict(geometry), "shape": shape})
+    ai = _INTEGRATORS.get(key)
+    if ai is None:
+        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+        ai = AzimuthalIntegrator()
+        ai.set_config(dict(geometry))
+        ai.detector.max_shape = shape
+        ai.detector.shape = shape
+        ai = _INTEGRATORS[key] = ai
+    return ai

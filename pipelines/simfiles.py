@@ -63,3 +63,38 @@ def needs_writing(path: Path, params: Mapping[str, Any], read_attrs: Callable[[P
     if changed:
         log.info("%s: %s was simulated with other parameters (%s); regenerating", technique, path, ", ".join(changed))
     return bool(changed)
+
+
+def read_simulation_attrs(path: Path) -> dict[str, Any] | None:
+    """The ``/simulation`` attributes of a simulated file (None: not a simulation). Read-only."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        if "simulation" not in fh:
+            return None
+        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh["simulation"].attrs.items()}
+
+
+def write_frames(path: Path, poni: Path, frames: np.ndarray, ai, params: Mapping[str, Any], *,
+                 count_cutoff: float, extra: Mapping[str, Any] | None = None) -> None:
+    """Simulated detector frames as ``/entry/data/data`` (Bitshuffle-LZ4, one frame per chunk,
+    ``count_cutoff`` attribute), the parameters as ``/simulation`` attributes, ``extra``
+    datasets (path -> array or string), and the geometry as a PONI file; both files appear
+    atomically (written aside, then renamed)."""
+    import h5py
+    import hdf5plugin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with h5py.File(tmp, "w") as fh:
+        ds = fh.create_dataset("/entry/data/data", data=frames, chunks=(1,) + frames.shape[1:],
+                               **hdf5plugin.Bitshuffle(cname="lz4"))
+        ds.attrs["count_cutoff"] = count_cutoff
+        for key, value in (extra or {}).items():
+            fh[key] = value
+        sim = fh.create_group("simulation")
+        for k, v in params.items():
+            sim.attrs[k] = v
+    ai.save(str(poni.with_suffix(".poni.tmp")))
+    tmp.replace(path)
+    poni.with_suffix(".poni.tmp").replace(poni)

@@ -95,30 +95,9 @@ def simulate_powder(**params: Any) -> tuple[np.ndarray, Any]:
 
 def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:
     """Write the frames as NeXus-like HDF5 (``/entry/data/data``) and the geometry as PONI."""
-    import h5py
-    import hdf5plugin
+    from pipelines.simfiles import write_frames
 
     p = simulation_params(**params)
-    frames, ai = simulate_powder(**{k: v for k, v in p.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with h5py.File(tmp, "w") as fh:
-        fh.create_dataset("/entry/data/data", data=frames, chunks=(1,) + frames.shape[1:],
-                          **hdf5plugin.Bitshuffle(cname="lz4"))
-        sim = fh.create_group("simulation")
-        for k, v in p.items():
-            sim.attrs[k] = v
-        fh["/entry/data/data"].attrs["count_cutoff"] = COUNT_CUTOFF
-    ai.save(str(poni.with_suffix(".poni.tmp")))
-    tmp.replace(path)
-    poni.with_suffix(".poni.tmp").replace(poni)
+    frames, ai = simulate_powder(**p)
+    write_frames(path, poni, frames, ai, p, count_cutoff=COUNT_CUTOFF)
     return p
-
-
-def read_simulation_attrs(path: Path) -> dict[str, Any] | None:
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        if "simulation" not in fh:
-            return None
-        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh["simulation"].attrs.items()}

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.errors import ConfigError, InputError
-from lossbound.core.hashing import stable_hash
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique
@@ -72,7 +71,6 @@ class AzintTechnique(Technique):
         pf = merged["polarization_factor"]
         if pf is not None and not (isinstance(pf, (int, float)) and -1.0 <= pf <= 1.0):
             raise ConfigError(f"azint polarization_factor must be null or in [-1, 1], got {pf!r}")
-        self._integrators: dict[str, Any] = {}
 
     # ---------------------------------------------------------------------------------------
     # Data
@@ -113,13 +111,13 @@ class AzintTechnique(Technique):
 
     @staticmethod
     def _ensure_simulation(cfg: Mapping[str, Any], path: Path, poni: Path) -> dict[str, Any]:
-        from pipelines.azint.simulate import read_simulation_attrs, simulation_params, write_simulation
+        from pipelines.azint.simulate import simulation_params, write_simulation
 
         simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path} dataset.poni=...")
         if poni.expanduser().resolve() != path.with_suffix(".poni").resolve():  # never write over a user's PONI
             raise InputError(f"{poni}: the simulation's geometry is written beside it, as {path.with_suffix('.poni')}")
         params = simfiles.resolve_params(simulation_params, cfg["simulation"], technique="azint", path=path)
-        if simfiles.needs_writing(path, params, read_simulation_attrs, technique="azint") or not poni.exists():
+        if simfiles.needs_writing(path, params, simfiles.read_simulation_attrs, technique="azint") or not poni.exists():
             write_simulation(path, poni, **params)
             log.info("azint: wrote simulation %s and its geometry %s", path, poni)
         return params
@@ -129,20 +127,8 @@ class AzintTechnique(Technique):
     # ---------------------------------------------------------------------------------------
 
     def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None):
-        """The dataset's AzimuthalIntegrator, built once per process and geometry."""
-        geometry = dict(geometry or data.meta["geometry"])
-        shape = tuple(data.payload_array.shape[1:])
-        key = stable_hash({"geometry": geometry, "shape": shape})
-        ai = self._integrators.get(key)
-        if ai is None:
-            from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-            ai = AzimuthalIntegrator()
-            ai.set_config(geometry)
-            ai.detector.max_shape = shape
-            ai.detector.shape = shape
-            self._integrators[key] = ai
-        return ai
+        """The dataset's AzimuthalIntegrator (or that of ``geometry``), built once per process."""
+        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:])
 
     def _method(self):
         m = self.config["method"]

@@ -158,37 +158,16 @@ def simulate_stills(**params: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
 
 
 def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:
-    """Frames as ``/entry/data/data`` (count cut-off as attribute), the truth under ``/truth``,
-    the cell under ``/entry/sample``, the geometry as PONI beside."""
-    import h5py
-    import hdf5plugin
+    """Frames as ``/entry/data/data`` (count cut-off as attribute), the truth under ``/truth``
+    (spot columns in its ``spot_columns`` dataset), the cell under ``/entry/sample``, the
+    geometry as PONI beside."""
+    from pipelines.simfiles import write_frames
 
     p = simulation_params(**params)
     frames, ai, truth = simulate_stills(**p)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with h5py.File(tmp, "w") as fh:
-        ds = fh.create_dataset("/entry/data/data", data=frames, chunks=(1,) + frames.shape[1:],
-                               **hdf5plugin.Bitshuffle(cname="lz4"))
-        ds.attrs["count_cutoff"] = COUNT_CUTOFF
-        fh["/entry/sample/unit_cell"] = np.array(p["cell"])
-        fh["/entry/sample/space_group"] = p["space_group"]
-        fh["/truth/orientations"] = truth["orientations"]
-        spots = fh.create_dataset("/truth/spots", data=truth["spots"])
-        spots.attrs["columns"] = truth["spot_columns"]
-        sim = fh.create_group("simulation")
-        for k, v in p.items():
-            sim.attrs[k] = v
-    ai.save(str(poni.with_suffix(".poni.tmp")))
-    tmp.replace(path)
-    poni.with_suffix(".poni.tmp").replace(poni)
+    write_frames(path, poni, frames, ai, p, count_cutoff=COUNT_CUTOFF, extra={
+        "/entry/sample/unit_cell": np.array(p["cell"]), "/entry/sample/space_group": p["space_group"],
+        "/truth/orientations": truth["orientations"], "/truth/spots": truth["spots"],
+        "/truth/spot_columns": np.array(truth["spot_columns"], dtype="S"),
+    })
     return p
-
-
-def read_simulation_attrs(path: Path) -> dict[str, Any] | None:
-    import h5py
-
-    with h5py.File(path, "r") as fh:
-        if "simulation" not in fh:
-            return None
-        return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in fh["simulation"].attrs.items()}

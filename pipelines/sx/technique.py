@@ -16,7 +16,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.errors import ConfigError, InputError
-from lossbound.core.hashing import stable_hash
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique
@@ -61,7 +60,6 @@ class SxTechnique(Technique):
             if not isinstance(merged[key], int) or isinstance(merged[key], bool) or merged[key] < 1:
                 raise ConfigError(f"sx {key} must be a positive integer, got {merged[key]!r}")
         super().__init__(merged)
-        self._integrators: dict[str, Any] = {}
 
     def load(self, dataset_config: Mapping[str, Any]) -> Dataset:
         """Stills of ``dataset_config``: ``path`` (a file, folder or glob; any fabio format or
@@ -99,14 +97,14 @@ class SxTechnique(Technique):
 
     @staticmethod
     def _ensure_simulation(cfg: Mapping[str, Any], path: Path) -> dict[str, Any]:
-        from pipelines.sx.simulate import read_simulation_attrs, simulation_params, write_simulation
+        from pipelines.sx.simulate import simulation_params, write_simulation
 
         simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path}")
         poni = Path(str(cfg.get("poni") or path.with_suffix(".poni"))).expanduser()
         if poni.resolve() != path.with_suffix(".poni").resolve():  # never write over a user's PONI
             raise InputError(f"{poni}: the simulation's geometry is written beside it, as {path.with_suffix('.poni')}")
         params = simfiles.resolve_params(simulation_params, cfg["simulation"], technique="sx", path=path)
-        if simfiles.needs_writing(path, params, read_simulation_attrs, technique="sx") or not poni.exists():
+        if simfiles.needs_writing(path, params, simfiles.read_simulation_attrs, technique="sx") or not poni.exists():
             write_simulation(path, poni, **params)
             log.info("sx: wrote simulation %s and its geometry %s", path, poni)
         return params
@@ -115,19 +113,7 @@ class SxTechnique(Technique):
 
     def integrator(self, data: Dataset):
         """The dataset's AzimuthalIntegrator, built once per process and geometry."""
-        geometry = dict(data.meta["geometry"])
-        shape = tuple(data.payload_array.shape[1:])
-        key = stable_hash({"geometry": geometry, "shape": shape})
-        ai = self._integrators.get(key)
-        if ai is None:
-            from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-            ai = AzimuthalIntegrator()
-            ai.set_config(geometry)
-            ai.detector.max_shape = shape
-            ai.detector.shape = shape
-            self._integrators[key] = ai
-        return ai
+        return fio.integrator_for(data.meta["geometry"], data.payload_array.shape[1:])
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """Every frame's spots as concatenated arrays (``spot_frame``, ``spot_y``, ``spot_x``,
