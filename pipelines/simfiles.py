@@ -98,3 +98,21 @@ def write_frames(path: Path, poni: Path, frames: np.ndarray, ai, params: Mapping
     ai.save(str(poni.with_suffix(".poni.tmp")))
     tmp.replace(path)
     poni.with_suffix(".poni.tmp").replace(poni)
+
+
+def ensure_frames_simulation(cfg: Mapping[str, Any], *, technique: str, make_params: Callable[..., dict[str, Any]],
+                             write: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The simulated frames of a diffraction dataset config (``path``, ``poni``,
+    ``generate_at``, ``simulation``), (re)written by ``write(path, poni, **params)`` when
+    missing or simulated with other parameters. The geometry goes beside the frames as
+    ``<stem>.poni``; another ``poni`` path is refused (never write over a user's file)."""
+    path = Path(str(cfg["path"])).expanduser()
+    check_home(path, cfg, hint=f"dataset=file dataset.path={path}")
+    poni = Path(str(cfg.get("poni") or path.with_suffix(".poni"))).expanduser()
+    if poni.resolve() != path.with_suffix(".poni").resolve():
+        raise InputError(f"{poni}: the simulation's geometry is written beside it, as {path.with_suffix('.poni')}")
+    params = resolve_params(make_params, cfg["simulation"], technique=technique, path=path)
+    if needs_writing(path, params, read_simulation_attrs, technique=technique) or not poni.exists():
+        write(path, poni, **params)
+        log.info("%s: wrote simulation %s and its geometry %s", technique, path, poni)
+    return params

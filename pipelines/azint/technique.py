@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core.errors import ConfigError, InputError
+from lossbound.core.errors import ConfigError
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique
@@ -94,9 +94,11 @@ class AzintTechnique(Technique):
         path = Path(str(cfg["path"])).expanduser()
         sim = None
         if cfg.get("simulation") is not None:
-            if not cfg.get("poni"):
-                raise ConfigError(f"azint dataset {path}: 'poni' is required (dataset.poni=<file.poni or RAW .cfg>)")
-            sim = self._ensure_simulation(cfg, path, Path(str(cfg["poni"])).expanduser())
+            from pipelines.azint.simulate import simulation_params, write_simulation
+
+            sim = simfiles.ensure_frames_simulation(cfg, technique="azint", make_params=simulation_params,
+                                                    write=write_simulation)
+            cfg["poni"] = cfg.get("poni") or str(path.with_suffix(".poni"))
         loaded = fio.load_detector_frames(cfg, technique="azint")
         frames, masked = loaded["frames"], loaded["masked"]
         name = str(cfg.get("name") or path.stem)
@@ -108,19 +110,6 @@ class AzintTechnique(Technique):
                  path, meta["masked_pixels"], meta["poni"])
         return Dataset(name=name, arrays={"frames": frames, "geometry": loaded["geometry_vector"]}, payload="frames",
                        source=str(path), meta=meta, mask=~masked)
-
-    @staticmethod
-    def _ensure_simulation(cfg: Mapping[str, Any], path: Path, poni: Path) -> dict[str, Any]:
-        from pipelines.azint.simulate import simulation_params, write_simulation
-
-        simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path} dataset.poni=...")
-        if poni.expanduser().resolve() != path.with_suffix(".poni").resolve():  # never write over a user's PONI
-            raise InputError(f"{poni}: the simulation's geometry is written beside it, as {path.with_suffix('.poni')}")
-        params = simfiles.resolve_params(simulation_params, cfg["simulation"], technique="azint", path=path)
-        if simfiles.needs_writing(path, params, simfiles.read_simulation_attrs, technique="azint") or not poni.exists():
-            write_simulation(path, poni, **params)
-            log.info("azint: wrote simulation %s and its geometry %s", path, poni)
-        return params
 
     # ---------------------------------------------------------------------------------------
     # Pipeline
