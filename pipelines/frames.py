@@ -56,6 +56,7 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
     header: dict[str, Any] = {"flipud": bool(flipud)}
     if path.suffix.lower() in HDF5_SUFFIXES:
         import h5py
+        import hdf5plugin  # noqa: F401  (registers the filters of compressed frames, e.g. Bitshuffle-LZ4)
 
         key = key or DEFAULT_KEY
         try:
@@ -336,15 +337,17 @@ def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
 _INTEGRATORS: dict[str, Any] = {}
 
 
-def integrator_for(geometry: Mapping[str, Any], shape: tuple[int, ...]):
+def integrator_for(geometry: Mapping[str, Any], shape: tuple[int, ...], *, cache: bool = True):
     """The pyFAI ``AzimuthalIntegrator`` of ``geometry`` (``ai.get_config()``) and detector
     ``shape``, built once per process: pyFAI keeps its CSR matrices on it, so the raw and
-    every compressed frame reuse them."""
+    every compressed frame reuse them. ``cache=False`` builds a throw-away one (a perturbed
+    geometry or mask used once must neither stay in memory — a 10 Mpx CSR matrix is ~0.5 GB —
+    nor reset the engine the points reuse)."""
     from lossbound.core.hashing import stable_hash
 
     shape = tuple(int(s) for s in shape)
     key = stable_hash({"geometry": dict(geometry), "shape": shape})
-    ai = _INTEGRATORS.get(key)
+    ai = _INTEGRATORS.get(key) if cache else None
     if ai is None:
         from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
@@ -352,5 +355,6 @@ def integrator_for(geometry: Mapping[str, Any], shape: tuple[int, ...]):
         ai.set_config(dict(geometry))
         ai.detector.max_shape = shape
         ai.detector.shape = shape
-        ai = _INTEGRATORS[key] = ai
+        if cache:
+            _INTEGRATORS[key] = ai
     return ai

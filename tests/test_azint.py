@@ -194,3 +194,13 @@ def test_pilatus_cbf_header_gives_geometry_and_count_cutoff(shared_data):
     assert fit2d["centerX"] == pytest.approx(1261.61) and fit2d["centerY"] == pytest.approx(1306.96)
     frames = ds.payload_array
     assert not ds.mask[(frames[0] < 0) | (frames[0] > 115897)].any()  # gaps, bad and hot pixels masked
+
+
+def test_compressed_hdf5_frames_read_without_anything_else_imported(shared_data):
+    """read_frames registers the HDF5 filter plugins itself (the Eiger file is Bitshuffle-LZ4)."""
+    code = ("import sys; from pipelines.frames import read_frames; "
+            f"f, _ = read_frames(__import__('pathlib').Path(r'{shared_data / 'powder' / 'eiger9m_vacuum.h5'}'), "
+            "max_frames=1); print(f.shape, f.dtype)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "(1, 3262, 3108) uint32"

@@ -115,9 +115,9 @@ class AzintTechnique(Technique):
     # Pipeline
     # ---------------------------------------------------------------------------------------
 
-    def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None):
+    def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None, *, cache: bool = True):
         """The dataset's AzimuthalIntegrator (or that of ``geometry``), built once per process."""
-        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:])
+        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:], cache=cache)
 
     def _method(self):
         m = self.config["method"]
@@ -127,7 +127,8 @@ class AzintTechnique(Technique):
                   mask: np.ndarray | None = None) -> Result:
         """1-D profiles of every frame (and cakes when enabled) with ``geometry``/``mask``
         overriding the dataset's (for the reduction reference)."""
-        ai = self.integrator(data, geometry)
+        # a geometry or mask other than the dataset's (the reduction reference) is used once
+        ai = self.integrator(data, geometry, cache=geometry is None and mask is None)
         masked = (~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)) \
             if mask is None else mask
         mask_u8 = masked.astype(np.int8)
