@@ -110,3 +110,32 @@ def test_two_evaluators_writing_one_metric_is_a_config_error(tmp_path):
         "+technique.evaluators.full={evaluator: image_quality, prefix: full, mask: null}"])
     m = res.points[0].metrics
     assert {"recon_psnr", "full_psnr"} <= set(m) and m["recon_psnr"] != m["full_psnr"]
+
+
+def test_a_dataset_logged_by_two_jobs_at_once_is_linked_not_an_error(tmp_path, monkeypatch):
+    """Two multirun jobs logging one dataset race on the store's unique key (seen in CI against
+    a tracking server); the loser's retry must find the row and link it to its run."""
+    from mlflow.exceptions import RestException
+
+    from lossbound.study.tracking import Tracker
+
+    tracker = Tracker({"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "race"})
+    first, second = tracker.start_run("a"), tracker.start_run("b")
+    source = str(tmp_path / "data.h5")
+    tracker.log_dataset(first, name="d", digest="0" * 40, source=source, context="raw")
+    real = tracker.client.log_inputs
+    calls = []
+
+    def lose_the_race_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RestException({"error_code": "BAD_REQUEST", "message":
+                                 "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                 "datasets.name, datasets.digest"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", lose_the_race_once)
+    tracker.log_dataset(second, name="d", digest="0" * 40, source=source, context="raw")
+    assert len(calls) == 2
+    inputs = tracker.client.get_run(second).inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["d"]

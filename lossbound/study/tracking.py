@@ -42,8 +42,9 @@ def split_finite(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str
     return finite, other
 
 
-def _retry(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any) -> T:
-    """Call an MLflow client method, retrying transient store errors (sqlite locks, 5xx)."""
+def _retry(fn: Callable[..., T], *args: Any, tries: int = 8, also: tuple[str, ...] = (), **kwargs: Any) -> T:
+    """Call an MLflow client method, retrying transient store errors (sqlite locks, 5xx, and
+    the error texts in ``also``)."""
     from mlflow.exceptions import MlflowException
 
     delay = 0.1
@@ -52,7 +53,7 @@ def _retry(fn: Callable[..., T], *args: Any, tries: int = 8, **kwargs: Any) -> T
             return fn(*args, **kwargs)
         except MlflowException as exc:
             text = str(exc).lower()
-            transient = "locked" in text or "temporarily" in text or "503" in text or "500" in text
+            transient = any(t in text for t in ("locked", "temporarily", "503", "500", *also))
             if not transient or attempt == tries - 1:
                 raise
             log.debug("MLflow store busy (%s); retrying in %.1f s", text.splitlines()[0], delay)
@@ -176,7 +177,9 @@ class Tracker:
             warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways"
             src = resolve_dataset_source(source)
         entity = MetaDataset(src, name=name, digest=digest[:36])._to_mlflow_entity()
-        _retry(self.client.log_inputs, run_id,
+        # Jobs of a multirun log the same dataset at once; the store checks for it, then
+        # inserts, so the slower job hits the unique constraint. Its retry finds the row.
+        _retry(self.client.log_inputs, run_id, also=("unique constraint failed: datasets",),
                datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def close_stale(self) -> int:
