@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import hdf5plugin
@@ -226,7 +226,8 @@ def _sigma_error(original: np.ndarray, restored: np.ndarray, valid: np.ndarray |
     return ratio
 
 
-def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | None = None) -> RoundTrip:
+def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | None = None,
+              geometry: Mapping[str, Any] | None = None) -> RoundTrip:
     """Compress ``data`` into an in-memory HDF5 file with ``setting`` and read it back.
 
     The file is written and read by :func:`compressors.store.write_payload` and
@@ -242,6 +243,8 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
     valid : numpy.ndarray of bool, optional
         Valid pixels (broadcasts to ``data``). Masked pixels never reach the codec and must
         come back unchanged; errors and bounds are measured over valid pixels.
+    geometry : mapping, optional
+        Detector geometry, for chains whose transform models the frame (``bragg_sparsify``).
 
     Returns
     -------
@@ -258,7 +261,7 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
     original = np.ascontiguousarray(data)
     if original.ndim == 0 or original.size == 0:
         raise InputError(f"cannot compress data of shape {original.shape}; expected a non-empty array")
-    setting.validate(original.dtype)
+    setting.validate(original.dtype, has_geometry=geometry is not None)
     spec = setting.spec
     filt = setting.make_filter()
     if valid is not None:
@@ -276,7 +279,7 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
     fh = h5py.File(buf, "w")
     try:
         t0 = time.perf_counter()
-        write_payload(fh, _DATASET, original, setting, valid=valid)
+        write_payload(fh, _DATASET, original, setting, valid=valid, geometry=geometry)
         fh.close()
         compress_s = time.perf_counter() - t0
     finally:

@@ -72,6 +72,11 @@ class CodecSpec:
     transform : str or None
         Pre-transform of the chain (name in ``compressors.transforms.TRANSFORMS``) applied
         before the filter; its modes map to the transform's keyword, not the filter's.
+    transform_kwargs : Mapping[str, Any]
+        Fixed parameters of the pre-transform (beside the searched one).
+    needs_geometry : bool
+        The pre-transform models the frame from the detector geometry (pyFAI): the codec
+        applies to datasets that carry one (diffraction), not to tomography.
     integer_only : bool
         The chain needs integer counts (the noise quantiser).
     fixed_kwargs : Mapping[str, Any]
@@ -92,6 +97,8 @@ class CodecSpec:
     sigma_modes: frozenset[str] = frozenset()
     sigma_error_per_value: float = 1.0
     transform: str | None = None
+    transform_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    needs_geometry: bool = False
     integer_only: bool = False
     fixed_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     notes: str = ""
@@ -298,7 +305,7 @@ class CodecSetting:
         return cls(**d)
 
     # -- validation ----------------------------------------------------------------------
-    def validate(self, dtype: Any = None) -> None:
+    def validate(self, dtype: Any = None, *, has_geometry: bool | None = None) -> None:
         """Refuse settings that are meaningless or would crash/corrupt the codec.
 
         Parameters
@@ -306,6 +313,9 @@ class CodecSetting:
         dtype : numpy dtype-like, optional
             Detector dtype of the data to be compressed. When None only the
             dtype-independent checks run.
+        has_geometry : bool, optional
+            Whether the data come with a detector geometry; False refuses codecs that need
+            one. None skips the check.
 
         Raises
         ------
@@ -335,6 +345,9 @@ class CodecSetting:
         # Constructing the filter object is pure Python and catches hdf5plugin's range checks.
         self.make_filter()
 
+        if has_geometry is False and spec.needs_geometry:
+            raise ConfigError(f"codec {self.codec!r} models diffraction frames from the detector geometry, "
+                              f"and this dataset has none")
         if dtype is None:
             return
         try:
@@ -381,7 +394,7 @@ class CodecSetting:
         spec = self.spec
         if spec.transform is None or self.mode is None or self.value is None:
             return {}
-        return {spec.modes[self.mode]: self.value}
+        return {**spec.transform_kwargs, spec.modes[self.mode]: self.value}
 
     def make_filter(self) -> Any:
         """The hdf5plugin filter object (a mapping usable as ``**filter`` in create_dataset)."""
@@ -411,7 +424,7 @@ class CodecSetting:
         return tuple(min(c, s) for c, s in zip(self.chunks, shape))
 
 
-_CONFIG_KEYS = {"codec", "mode", "bounds", "bracket", "input_dtype", "chunks", "name", "description"}
+_CONFIG_KEYS = {"codec", "mode", "bounds", "bracket", "limits", "input_dtype", "chunks", "name", "description"}
 
 
 def settings_from_config(name: str, cfg: Mapping[str, Any]) -> list[CodecSetting]:
@@ -562,5 +575,27 @@ for _name, _cls, _kwargs in (
             integer_only=True,
             fixed_kwargs=_kwargs,
             notes="noise quantiser (power-of-two steps <= f sigma, centred) + lossless filter",
+        )
+    )
+
+# Bragg-preserving reduction (compressors.transforms.bragg_sparsify) + Blosc2: pixels whose
+# 3x3 box stands k_sigma above the azimuthal background, grown by a margin, kept exactly;
+# the rest becomes the background model (rounded, or re-drawn with Poisson noise). The value
+# searched is k_sigma (larger = fewer pixels kept = more loss); the margin is one codec per
+# value, so a multirun over them searches it too.
+for _name, _margin, _noise in (("sparsify_m1", 1, False), ("sparsify_m2", 2, False), ("sparsify_m3", 3, False),
+                               ("sparsify_m2_noise", 2, True)):
+    _register(
+        CodecSpec(
+            name=_name,
+            plugin_class="Blosc2",
+            modes={"k_sigma": "k_sigma"},
+            transform="bragg_sparsify",
+            transform_kwargs={"margin": _margin, "noise": _noise},
+            needs_geometry=True,
+            integer_only=True,
+            fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE},
+            notes=f"Bragg spots + {_margin} px kept exactly, background replaced by its azimuthal model"
+                  + (" with Poisson noise re-drawn" if _noise else "") + "; Blosc2",
         )
     )

@@ -23,7 +23,7 @@ which is :func:`read_payload`. The masked pixels then hold exactly what the dete
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import h5py
 import hdf5plugin
@@ -72,7 +72,7 @@ def chain_description(setting: CodecSetting) -> dict[str, Any]:
 
 
 def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: CodecSetting, *,
-                  valid: np.ndarray | None = None) -> list[h5py.Dataset]:
+                  valid: np.ndarray | None = None, geometry: Mapping[str, Any] | None = None) -> list[h5py.Dataset]:
     """Write ``data`` through ``setting``'s chain as ``group[name]`` (+ mask datasets).
 
     Parameters
@@ -87,13 +87,16 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
         Codec chain, validated against ``data.dtype``.
     valid : ndarray of bool, optional
         True at valid pixels; broadcasts to ``data``. Invalid pixels never reach the codec.
+    geometry : mapping, optional
+        Detector geometry (pyFAI ``get_config()``) for transforms that model the frame
+        (``bragg_sparsify``); recorded in the chain attribute.
 
     Returns
     -------
     list of h5py.Dataset
         The datasets written (payload first), for storage accounting.
     """
-    setting.validate(data.dtype)
+    setting.validate(data.dtype, has_geometry=geometry is not None)
     masked = None
     to_store = data
     if valid is not None:
@@ -103,10 +106,14 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
             to_store = fill_masked(data, np.broadcast_to(valid, data.shape))
     spec = setting.spec
     if spec.transform is not None:
-        to_store = TRANSFORMS.get(spec.transform)(to_store, **setting.transform_params())
+        to_store = TRANSFORMS.get(spec.transform)(to_store, **setting.transform_params(), valid=valid,
+                                                  geometry=geometry if spec.needs_geometry else None)
     converted = convert_dtype(to_store, setting.input_dtype)
     ds = group.create_dataset(name, data=converted, chunks=setting.chunk_shape(data.shape), **setting.make_filter())
-    ds.attrs["lossbound_chain"] = json.dumps(chain_description(setting))
+    chain = chain_description(setting)
+    if spec.needs_geometry:
+        chain["geometry"] = {k: v for k, v in dict(geometry or {}).items()}
+    ds.attrs["lossbound_chain"] = json.dumps(chain, default=str)
     written = [ds]
     if masked is not None:
         values = data[np.broadcast_to(masked, data.shape)]

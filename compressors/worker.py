@@ -44,9 +44,10 @@ def _warm_up() -> None:
 _KEPT: dict[str, np.ndarray] = {}
 
 
-def _keep_payload(data: np.ndarray, valid: np.ndarray | None = None) -> None:
+def _keep_payload(data: np.ndarray, valid: np.ndarray | None = None, geometry: Any = None) -> None:
     _KEPT["payload"] = data
     _KEPT["valid"] = valid
+    _KEPT["geometry"] = geometry
 
 
 class _NoPayload(RuntimeError):
@@ -56,7 +57,7 @@ class _NoPayload(RuntimeError):
 def _roundtrip_kept(setting: CodecSetting) -> RoundTrip:
     if "payload" not in _KEPT:
         raise _NoPayload()
-    return roundtrip(_KEPT["payload"], setting, valid=_KEPT.get("valid"))
+    return roundtrip(_KEPT["payload"], setting, valid=_KEPT.get("valid"), geometry=_KEPT.get("geometry"))
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -206,25 +207,28 @@ class CodecWorker:
             raise CodecCrash(f"{label}: {_describe_exit(_exitcode(procs))}") from None
 
     def roundtrip(self, data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | None = None,
-                  timeout: float | None = None) -> RoundTrip:
-        """:func:`compressors.hdf5.roundtrip` (with the ``valid`` pixel mask) in the worker.
+                  geometry: Any = None, timeout: float | None = None) -> RoundTrip:
+        """:func:`compressors.hdf5.roundtrip` (with the ``valid`` pixel mask and detector
+        ``geometry``) in the worker.
 
         The setting is validated here first, so refused settings raise ConfigError without
         shipping the data or touching the codec.
         """
         data = np.asarray(data)
-        setting.validate(data.dtype)
+        setting.validate(data.dtype, has_geometry=geometry is not None)
         if not self.isolate:
-            return roundtrip(data, setting, valid=valid)
+            return roundtrip(data, setting, valid=valid, geometry=geometry)
         # The worker keeps the last array it was sent: a study compresses one payload with
         # many settings, so it is shipped once, not once per point.
         sample = data.reshape(-1)[:: max(1, data.size // 4096)]
         key = (id(data), data.__array_interface__["data"][0], data.shape, data.dtype.str,
                hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest(),
-               None if valid is None else hashlib.blake2b(np.packbits(valid).tobytes(), digest_size=16).hexdigest())
+               None if valid is None else hashlib.blake2b(np.packbits(valid).tobytes(), digest_size=16).hexdigest(),
+               repr(sorted(dict(geometry).items())) if geometry else None)
         for attempt in range(2):
             if self._payload_key != (key, self._pool):
-                self.call(_keep_payload, data, valid, timeout=timeout, label=setting.label)
+                self.call(_keep_payload, data, valid, dict(geometry) if geometry else None, timeout=timeout,
+                          label=setting.label)
                 self._payload_key = (key, self._pool)
             try:
                 return self.call(_roundtrip_kept, setting, timeout=timeout, label=setting.label)

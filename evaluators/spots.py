@@ -81,7 +81,8 @@ class SpotAgreement(Evaluator):
 
     Output keys: ``hit_agreement`` (fraction of frames with the same hit call),
     ``spot_recall``, ``spot_precision``, ``spot_f1`` (over all frames), ``spot_centroid_rmsd``
-    (pixels), ``spot_cc_weak`` / ``spot_cc_strong`` and ``spot_r_weak`` / ``spot_r_strong``
+    (pixels) and ``spot_centroid_rmsd_rel`` (over the raw indexing's positional RMSD, when the
+    result has ``rmsd_px``), ``spot_cc_weak`` / ``spot_cc_strong`` and ``spot_r_weak`` / ``spot_r_strong``
     (intensities of matched spots).
     """
 
@@ -121,6 +122,10 @@ class SpotAgreement(Evaluator):
         }
         d2 = np.concatenate(sq) if sq else np.zeros(0)
         out["spot_centroid_rmsd"] = float(np.sqrt(d2.mean())) if d2.size else math.nan
+        # against the positional noise indexing already sees (its residual RMSD), when indexed
+        rmsd = np.asarray(raw.result.get("rmsd_px", []), np.float64)
+        noise = float(np.nanmean(rmsd)) if np.isfinite(rmsd).any() else math.nan
+        out["spot_centroid_rmsd_rel"] = out["spot_centroid_rmsd"] / noise if noise > 0 else math.nan
         ir_, ic_ = (np.concatenate(v) if v else np.zeros(0) for v in (ir, ic))
         w = np.concatenate(weak) if weak else np.zeros(0, bool)
         for label, sel in (("weak", w), ("strong", ~w)):

@@ -14,12 +14,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lossbound.core.detector import integrator_for  # re-exported: one integrator cache for pipelines and codecs
 from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["expand_paths", "geometry_from_header", "load_detector_frames", "load_geometry", "read_frames",
-           "read_user_mask", "sentinel_mask"]
+__all__ = ["expand_paths", "geometry_from_header", "integrator_for", "load_detector_frames", "load_geometry",
+           "read_frames", "read_user_mask", "sentinel_mask"]
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 DEFAULT_KEY = "/entry/data/data"
@@ -334,27 +335,3 @@ def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-_INTEGRATORS: dict[str, Any] = {}
-
-
-def integrator_for(geometry: Mapping[str, Any], shape: tuple[int, ...], *, cache: bool = True):
-    """The pyFAI ``AzimuthalIntegrator`` of ``geometry`` (``ai.get_config()``) and detector
-    ``shape``, built once per process: pyFAI keeps its CSR matrices on it, so the raw and
-    every compressed frame reuse them. ``cache=False`` builds a throw-away one (a perturbed
-    geometry or mask used once must neither stay in memory — a 10 Mpx CSR matrix is ~0.5 GB —
-    nor reset the engine the points reuse)."""
-    from lossbound.core.hashing import stable_hash
-
-    shape = tuple(int(s) for s in shape)
-    key = stable_hash({"geometry": dict(geometry), "shape": shape})
-    ai = _INTEGRATORS.get(key) if cache else None
-    if ai is None:
-        from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-        ai = AzimuthalIntegrator()
-        ai.set_config(dict(geometry))
-        ai.detector.max_shape = shape
-        ai.detector.shape = shape
-        if cache:
-            _INTEGRATORS[key] = ai
-    return ai

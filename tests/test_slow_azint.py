@@ -79,5 +79,5 @@ def test_profiles_with_sigma_residuals_are_mlflow_artifacts(azint_runs):
         assert "comparison.png" in {a.path for a in client.list_artifacts(run_id)}, ds
         study = client.get_run(entry["mlflow_study_run_id"])
         assert study.info.experiment_id == exp.experiment_id
-        assert "reduction.centre_half_pixel_max_dev_sigma" in study.data.metrics
+        assert "reduction_centre_half_pixel_max_dev_sigma" in study.data.metrics
 

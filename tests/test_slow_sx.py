@@ -15,19 +15,35 @@ from lossbound.study.thresholds import load_thresholds
 pytestmark = pytest.mark.slow
 
 
-def test_sx_default_study_recovers_the_true_spots_and_runs_on_thaumatin(tmp_path, shared_data):
-    """Serial crystallography as a user runs it: the default simulation, then two thaumatin stills."""
+def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_files(tmp_path, shared_data):
+    """Serial crystallography as a user runs it: the default simulation, two thaumatin stills,
+    and two other stills of that grid as a user's own files (dataset=file, cell given)."""
     runs = tmp_path / "runs"
-    for extra in ([], ["dataset=thaumatin", "+dataset.max_frames=2", "codec=[sz3]"]):
+    stills = shared_data / "mx" / "thaumatin_grid"
+    user = tmp_path / "user"
+    user.mkdir()
+    for f in sorted(stills.glob("*.cbf.bz2"))[-2:]:
+        (user / f.name).symlink_to(f)
+    for extra in ([], ["dataset=thaumatin", "+dataset.max_frames=2", "codec=[sz3]"],
+                  ["dataset=file", f"dataset.path={user}", "dataset.cell=[58,58,150,90,90,90]",
+                   "dataset.space_group=P41212", "codec=[sparsify_m2]", "search=grid", "codec.sparsify_m2.bounds=[3,6]"]):
         proc = subprocess.run([sys.executable, "-m", "evaluate", "technique=sx", f"paths.runs_dir={runs}",
                                "sweep.progress=false", *extra], cwd=ROOT, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
     doc = load_thresholds(runs / "thresholds" / "sx.yaml")
-    assert set(doc["datasets"]) == {"sim_sx", "thaumatin"}
+    assert set(doc["datasets"]) == {"sim_sx", "thaumatin", "file"}
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
     sim = client.get_run(doc["datasets"]["sim_sx"]["mlflow_study_run_id"]).data.metrics
-    assert sim["raw.hit_accuracy"] == 1.0 and sim["raw.true_spot_recall"] > 0.9
+    assert sim["raw_hit_accuracy"] == 1.0 and sim["raw_true_spot_recall"] > 0.9
+    assert sim["raw_indexed_rate"] == 1.0 and sim["raw_true_orientation_recovered"] == 1.0
     thau = client.get_run(doc["datasets"]["thaumatin"]["mlflow_study_run_id"]).data.metrics
-    assert thau["raw.hit_rate"] == 1.0 and thau["raw.mean_spots_per_hit"] > 300
+    assert thau["raw_hit_rate"] == 1.0 and thau["raw_mean_spots_per_hit"] > 300
+    assert thau["raw_indexed_rate"] == 1.0 and 1.0 < thau["raw_mean_rmsd_px"] < 2.5  # both stills indexed
+    mine = client.get_run(doc["datasets"]["file"]["mlflow_study_run_id"]).data.metrics
+    assert mine["raw_indexed_rate"] == 1.0 and mine["reduction_triage_ratio"] == 1.0
     points = [json.loads(line) for line in (runs / "journal" / "sx.jsonl").read_text().splitlines()]
+    sparse = [p for p in points if p["setting"]["codec"] == "sparsify_m2" and p["dataset"] == "file"]
+    assert len(sparse) == 2 and all(p["status"] == "ok" for p in sparse)
+    assert all(p["codec"]["transform"] == "bragg_sparsify" and p["codec"]["transform_params"]["margin"] == 2
+               for p in sparse)
     assert all(p["codec"]["masked_pixels_changed"] == 0 for p in points if p["status"] == "ok")

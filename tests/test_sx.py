@@ -1,5 +1,5 @@
-"""Serial crystallography (spot finding and hit calls so far): the simulation and its truth,
-the study end to end, measured stills, bad input."""
+"""Serial crystallography: the simulation and its truth, the study end to end (spots,
+indexing, the Bragg-preserving reduction), measured stills, bad input."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +23,9 @@ def sx_study(tmp_path_factory):
     import evaluate
 
     tmp = tmp_path_factory.mktemp("sx")
-    cfg = compose(_overrides(tmp, ["codec=[sz3,quant_blosc2]", "search=grid", "sweep.bounds=[1,8]",
-                                   "codec.quant_blosc2.bounds=[0.5,4]", "tracking.figures=all"]))
+    cfg = compose(_overrides(tmp, ["codec=[sz3,quant_blosc2,sparsify_m2]", "search=grid", "sweep.bounds=[1,8]",
+                                   "codec.quant_blosc2.bounds=[0.5,4]", "codec.sparsify_m2.bounds=[3]",
+                                   "tracking.figures=all"]))
     return tmp, evaluate.run(cfg)
 
 
@@ -36,6 +37,9 @@ def test_simulated_stills_carry_truth_and_the_raw_pipeline_recovers_it(tmp_path)
     assert frames.shape[0] == 3 and frames.dtype == np.int32 and (frames == -1).any() and (frames == -2).any()
     prepared = tech.prepare(data)["raw"]
     assert prepared["hit_accuracy"] == 1.0                # the miss is called a miss, the hits hits
+    # crowded spots on this small detector pin the orientation to ~0.25 deg (0.013 deg on the default 2M)
+    assert prepared["indexed_rate"] == 1.0 and prepared["true_misorientation_max_deg"] < 0.5
+    assert prepared["mean_rmsd_px"] < 1.0
     assert prepared["true_spot_recall"] > 0.75  # most true spots >= 100 counts (crowded small detector; 0.9+ on the default)
     assert prepared["hit_rate"] == pytest.approx(2 / 3)
 
@@ -46,6 +50,11 @@ def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
     assert all(p.codec["masked_pixels_changed"] == 0 for p in res.points)
     lossless = [p for p in res.points if not p.lossy]
     assert all(p.metrics["spot_f1"] == 1.0 and p.metrics["hit_agreement"] == 1.0 for p in lossless)
+    assert all(p.metrics["indexed_agreement"] == 1.0 and p.metrics["misorientation_max_deg"] == 0.0
+               and p.metrics["refl_cc_weak"] == 1.0 for p in lossless)
+    sparse = next(p for p in res.points if p.setting["codec"] == "sparsify_m2")
+    assert sparse.status == "ok" and sparse.codec["ratio"] > max(p.codec["ratio"] for p in lossless)
+    assert sparse.metrics["indexed_agreement"] == 1.0 and sparse.metrics["refl_cc_strong"] > 0.95
     worst = next(p for p in res.points if p.setting["codec"] == "sz3" and p.setting["value"] == 8.0)
     assert worst.metrics["spot_f1"] < 0.95 and not worst.passed  # 8 counts on a ~2-count background
     from lossbound.study.thresholds import load_thresholds
@@ -54,13 +63,17 @@ def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
     assert doc["datasets"]["sim_sx"]["codecs"]["sz3"]["first_failure"] is not None
 
 
-def test_measured_thaumatin_stills_are_hits_with_hundreds_of_spots(shared_data):
+def test_measured_thaumatin_stills_are_hits_indexed_with_the_known_cell(shared_data):
     tech = SxTechnique({})
     data = tech.load({"name": "thau", "path": str(shared_data / "mx" / "thaumatin_grid" / "*.cbf.bz2"),
                       "max_frames": 2, "cell": [58, 58, 150, 90, 90, 90]})
     assert data.payload_array.shape == (2, 2527, 2463) and data.meta["files"] == 2
     result = tech.run(data, {})
     assert result["hit"].all() and (result["n_spots"] > 300).all()
+    # rstbx DPS + the known cell: both indexed, a ~58.4, c ~152.3 (the header cell is nominal)
+    assert result["indexed"].all() and (result["indexed_fraction"] > 0.3).all()
+    assert np.allclose(result["cell"][:, 0], 58.4, atol=0.4) and np.allclose(result["cell"][:, 2], 152.3, atol=1.0)
+    assert (result["rmsd_px"] < 2.5).all() and result["refl_frame"].size > 1000
 
 
 @pytest.mark.parametrize(("cfg", "message"), [

@@ -243,11 +243,12 @@ class BisectSearch(Search):
 
 def make_search(config: Mapping[str, Any], *, grows: bool, integer: bool, tolerances: Tolerances,
                 grid_values: Sequence[float] | None, bracket: Sequence[float] | None = None,
-                ideal: Mapping[str, float] | None = None) -> Search:
+                limits: Sequence[float] | None = None, ideal: Mapping[str, float] | None = None) -> Search:
     """The search of one codec curve from the ``search`` config group.
 
-    ``grid_values`` are the codec's ``bounds`` (or ``sweep.bounds``); ``bracket`` a codec's
-    own bracket, overriding ``search.bracket``.
+    ``grid_values`` are the codec's ``bounds`` (or ``sweep.bounds``); ``bracket`` and
+    ``limits`` a codec's own, overriding ``search.bracket`` and ``search.limits`` (a value
+    outside a codec's meaningful range is never evaluated).
     """
     cfg = dict(config or {})
     strategy = cfg.pop("strategy", "bisect")
@@ -258,6 +259,8 @@ def make_search(config: Mapping[str, Any], *, grows: bool, integer: bool, tolera
         return GridSearch(values=grid_values, grows=grows, integer=integer, tolerances=tolerances, ideal=ideal)
     if bracket is not None:
         cfg["bracket"] = bracket
+    if limits is not None:
+        cfg["limits"] = limits
     known = {"bracket", "start", "expand", "limits", "resolution", "interpolate", "max_evaluations"}
     if unknown := sorted(set(cfg) - known):
         raise ConfigError(f"search: unknown option(s) {', '.join(unknown)}; expected: {', '.join(sorted(known))}")

@@ -122,8 +122,8 @@ def build_curves(cfg: Mapping[str, Any], ctx: StudyContext, skipped: dict[str, s
         bracket = entry.get("bracket")
         settings = settings_from_config(name, {**entry, "bounds": bounds})
         template = dataclasses.replace(settings[0], value=None)
-        try:  # a codec that cannot take this dataset's dtype (the quantiser on float data) is skipped
-            settings[0].validate(ctx.data.payload_array.dtype)
+        try:  # a codec that cannot take this dataset (the quantiser on float data) is skipped
+            settings[0].validate(ctx.data.payload_array.dtype, has_geometry=bool(ctx.data.meta.get("geometry")))
         except ConfigError as exc:
             log.warning("codec %s skipped on %s: %s", name, ctx.data.name, exc)
             skipped[name] = str(exc)
@@ -137,7 +137,8 @@ def build_curves(cfg: Mapping[str, Any], ctx: StudyContext, skipped: dict[str, s
         stored = ctx.data.payload_array.dtype if template.input_dtype is None else np.dtype(template.input_dtype)
         integer = template.integer_valued or (template.bounded and stored.kind in "iu")
         search = make_search(search_cfg, grows=template.loss_grows_with_value, integer=integer,
-                             tolerances=ctx.tolerances, grid_values=bounds, bracket=bracket, ideal=ctx.raw_metrics)
+                             tolerances=ctx.tolerances, grid_values=bounds, bracket=bracket,
+                             limits=entry.get("limits"), ideal=ctx.raw_metrics)
         curves.append(Curve(name, template, search))
     if not curves:
         raise ConfigError("nothing to evaluate: codec and sweep.baselines are both empty")
@@ -249,7 +250,7 @@ class Study:
             **{f"prepared.{k}": v for k, v in ctx.prepared.items() if not isinstance(v, (list, tuple, dict))},
         })
         # figures the pipeline derived once (e.g. what storing only a reduced result gives)
-        tracker.log(run_id, metrics={f"{k}.{kk}": vv for k, v in ctx.prepared.items() if isinstance(v, dict)
+        tracker.log(run_id, metrics={f"{k}_{kk}": vv for k, v in ctx.prepared.items() if isinstance(v, dict)
                                      for kk, vv in v.items() if isinstance(vv, (int, float))})
         tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
         tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")

@@ -1,7 +1,8 @@
-"""Serial crystallography (``sx``): Bragg-spot finding and hit finding on stills.
+"""Serial crystallography (``sx``): Bragg-spot finding, hit finding, indexing with the known
+cell and integration of the predicted reflections on stills.
 
-Indexing (cctbx, in its own process because cctbx must be imported before scipy; see
-docs/sx_indexing_research.md) and the Bragg-preserving reduction codec are still to come.
+Indexing runs rstbx (cctbx-base) in its own worker process (``index_worker.py``, a script:
+cctbx must be imported before scipy, so it never is in the framework's processes).
 """
 
 from pipelines.sx import technique  # noqa: F401  (registers "sx" in TECHNIQUES)

@@ -18,40 +18,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SPOT_FIELDS", "background_model", "find_spots", "hits"]
+from lossbound.core.detector import background_model, significant_pixels
+
+__all__ = ["SPOT_FIELDS", "background_model", "find_spots", "hits", "integrate_boxes"]
 
 SPOT_FIELDS = ("y", "x", "intensity", "sigma", "peak", "pixels")
-
-
-def background_model(ai, frame: np.ndarray, masked: np.ndarray, *, npt: int = 500, unit: str = "q_nm^-1",
-                     thres: float = 3.0, max_iter: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel background and its standard deviation, ``(background, sigma)``.
-
-    Parameters
-    ----------
-    ai : pyFAI AzimuthalIntegrator
-        Geometry of the frame (built once per dataset).
-    frame : ndarray
-        One detector frame.
-    masked : ndarray of bool
-        True where the pixel is not a measurement.
-    npt : int
-        Resolution shells.
-    thres, max_iter : float, int
-        Sigma-clipping threshold and iterations of ``sigma_clip_ng``.
-    """
-    res = ai.sigma_clip_ng(frame, npt, unit=unit, method=("no", "csr", "cython"), error_model="azimuthal",
-                           mask=masked.astype(np.int8), thres=thres, max_iter=max_iter, correctSolidAngle=False,
-                           polarization_factor=None)
-    radial = np.asarray(res.radial)
-    mean = np.nan_to_num(np.asarray(res.intensity, np.float64))
-    std = np.nan_to_num(np.asarray(res.std if res.std is not None else res.sigma, np.float64))
-    r = ai.center_array(frame.shape, unit=unit)
-    background = np.interp(r, radial, mean)
-    sigma = np.interp(r, radial, std)
-    # a shell's std cannot be below its own counting noise (Poisson), nor zero
-    sigma = np.maximum(sigma, np.sqrt(np.maximum(background, 1.0)))
-    return background, sigma
 
 
 def find_spots(frame: np.ndarray, background: np.ndarray, sigma: np.ndarray, masked: np.ndarray, *,
@@ -69,15 +40,7 @@ def find_spots(frame: np.ndarray, background: np.ndarray, sigma: np.ndarray, mas
     min_pixels : int
         Smallest spot, in candidate pixels.
     """
-    if not (frame.shape == background.shape == sigma.shape == masked.shape):
-        raise ValueError(f"shapes differ: frame {frame.shape}, background {background.shape}, "
-                         f"sigma {sigma.shape}, mask {masked.shape}")
-    valid = ~masked
-    signal = np.where(valid, frame.astype(np.float64) - background, 0.0)
-    var = np.where(valid, sigma**2, 0.0)
-    box = ndimage.uniform_filter(signal, size=3, mode="constant") * 9.0
-    box_var = ndimage.uniform_filter(var, size=3, mode="constant") * 9.0
-    candidate = valid & (signal > 0) & (box > k * np.sqrt(np.maximum(box_var, 1e-12)))
+    candidate, signal = significant_pixels(frame, background, sigma, masked, k=k)
     labels, n = ndimage.label(candidate, structure=np.ones((3, 3), bool))
     if n == 0:
         return {f: np.zeros(0) for f in SPOT_FIELDS}
@@ -109,3 +72,25 @@ def summary(spots: dict[str, np.ndarray]) -> dict[str, Any]:
         return {"spots": 0, "median_i_over_sigma": math.nan}
     return {"spots": n, "median_i_over_sigma": float(np.median(spots["intensity"] / spots["sigma"])),
             "brightest": float(spots["intensity"].max())}
+
+
+def integrate_boxes(frame: np.ndarray, background: np.ndarray, masked: np.ndarray, y: np.ndarray, x: np.ndarray,
+                    *, half: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summation integration of predicted reflections: ``(intensity, sigma, ok)``.
+
+    The ``(2 half + 1)²`` box around each position (corner-based ``y``, ``x``) minus the
+    background model; sigma from the counts (Poisson). ``ok`` is False for a box that leaves
+    the detector or touches a masked pixel (a partial box would bias the intensity)."""
+    if not (frame.shape == background.shape == masked.shape):
+        raise ValueError(f"shapes differ: frame {frame.shape}, background {background.shape}, mask {masked.shape}")
+    iy, ix = np.floor(np.asarray(y)).astype(np.int64), np.floor(np.asarray(x)).astype(np.int64)
+    off = np.arange(-half, half + 1)
+    rows = iy[:, None, None] + off[None, :, None]
+    cols = ix[:, None, None] + off[None, None, :]
+    inside = ((iy - half >= 0) & (iy + half < frame.shape[0]) & (ix - half >= 0) & (ix + half < frame.shape[1]))
+    rows, cols = np.where(inside[:, None, None], rows, 0), np.where(inside[:, None, None], cols, 0)
+    counts = frame[rows, cols].astype(np.float64)
+    ok = inside & ~masked[rows, cols].any(axis=(1, 2))
+    intensity = (counts - background[rows, cols]).sum(axis=(1, 2))
+    sigma = np.sqrt(np.maximum(np.maximum(counts, 0).sum(axis=(1, 2)), 1.0))
+    return np.where(ok, intensity, np.nan), np.where(ok, sigma, np.nan), ok

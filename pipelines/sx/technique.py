@@ -1,11 +1,17 @@
-"""Serial crystallography on stills: Bragg-spot finding and hit finding (indexing to follow).
+"""Serial crystallography on stills: spot finding, hit calls, indexing with the known cell,
+and integration of the indexed reflections.
 
 The payload is the stack of stills; geometry and detector mask stay exact. Per frame, the
 background and its noise per resolution shell come from pyFAI's sigma-clipped azimuthal
 statistics (one integrator per process and geometry, reused), and spots are found on 3x3 box
 sums above background + k sigma (:mod:`pipelines.sx.spots`). A frame with at least
-``min_spots`` spots is a hit. Each compressed frame gets its own background model, exactly as
-the pipeline would run on data read back from a compressed file.
+``min_spots`` spots is a hit. Hits are indexed with the dataset's cell (rstbx DPS basis
+search in the cctbx worker process, known-cell basis choice and least-squares refinement:
+:mod:`pipelines.sx.indexing`, :mod:`lossbound.core.lattice`); the reflections the refined
+orientation predicts on the Ewald sphere (within the excitation errors its own indexed spots
+show) are integrated by summation over a small box. Each compressed frame gets its own
+background model, spots, orientation and integration, exactly as the pipeline would run on
+data read back from a compressed file.
 """
 from __future__ import annotations
 
@@ -15,13 +21,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lossbound.core import lattice
 from lossbound.core.errors import ConfigError
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique
+from pipelines.sx import indexing
 from pipelines.sx import spots as sp
 
 log = logging.getLogger(__name__)
+
+_REFLECTION_FIELDS = ("frame", "hkl", "y", "x", "intensity", "sigma")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "npt": 500,               # resolution shells of the background model
@@ -31,6 +41,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "k_sigma": 5.0,           # spot threshold on the 3x3 box sum, in units of its noise
     "min_pixels": 2,          # smallest spot (pixels above threshold)
     "min_spots": 20,          # a frame with at least this many spots is a hit
+    "index": True,            # index hits with the dataset's cell (needs cctbx-base)
+    "index_tolerance_px": 3.0,     # a spot is indexed within this distance of its prediction
+    "index_min_fraction": 0.25,    # ... and a frame when this fraction of its spots is (random: 3-6 %)
+    "index_cell_tolerance": 0.05,  # ... and its refined cell is this close to the known one
+    "integration_half_box": 2,     # reflections integrated over a (2 h + 1)^2 pixel box
+    "excitation_quantile": 0.95,   # predict reflections within this quantile of the indexed spots' excitation errors
 }
 
 
@@ -53,10 +69,13 @@ class SxTechnique(Technique):
         if unknown:
             raise ConfigError(f"sx pipeline: unknown option(s) {', '.join(unknown)}; expected: {', '.join(DEFAULT_CONFIG)}")
         merged = {**DEFAULT_CONFIG, **config}
-        for key in ("clip_sigma", "k_sigma"):
+        for key in ("clip_sigma", "k_sigma", "index_tolerance_px", "index_min_fraction", "index_cell_tolerance",
+                    "excitation_quantile"):
             if not isinstance(merged[key], (int, float)) or isinstance(merged[key], bool) or merged[key] <= 0:
                 raise ConfigError(f"sx {key} must be a positive number, got {merged[key]!r}")
-        for key in ("npt", "clip_iterations", "min_pixels", "min_spots"):
+        if not isinstance(merged["index"], bool):
+            raise ConfigError(f"sx index must be true or false, got {merged['index']!r}")
+        for key in ("npt", "clip_iterations", "min_pixels", "min_spots", "integration_half_box"):
             if not isinstance(merged[key], int) or isinstance(merged[key], bool) or merged[key] < 1:
                 raise ConfigError(f"sx {key} must be a positive integer, got {merged[key]!r}")
         super().__init__(merged)
@@ -116,43 +135,132 @@ class SxTechnique(Technique):
 
     def find(self, data: Dataset) -> Result:
         """Every frame's spots as concatenated arrays (``spot_frame``, ``spot_y``, ``spot_x``,
-        ``spot_intensity``, ``spot_sigma``, ``spot_peak``, ``spot_pixels``), ``n_spots`` and
-        ``hit`` per frame."""
+        ``spot_intensity``, ``spot_sigma``, ``spot_peak``, ``spot_pixels``, ``spot_indexed``),
+        ``n_spots`` and ``hit`` per frame; with indexing, per frame ``indexed``,
+        ``indexed_fraction``, ``rmsd_px``, ``basis`` (direct cell vectors as rows, Å, pyFAI's
+        lab frame), ``orientation_covariance`` (rad², from the refinement) and ``cell``, and the integrated reflections ``refl_frame``, ``refl_hkl``,
+        ``refl_y``, ``refl_x``, ``refl_intensity``, ``refl_sigma``."""
         cfg = self.config
         ai = self.integrator(data)
-        masked = ~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)
-        rows: dict[str, list[np.ndarray]] = {f: [] for f in sp.SPOT_FIELDS}
-        frame_index: list[np.ndarray] = []
-        n_spots = []
+        shape = data.payload_array.shape[1:]
+        masked = ~data.mask if data.mask is not None else np.zeros(shape, bool)
+        cell = self._indexing_cell(data)
+        plane = indexing.detector_plane(ai) if cell is not None else None
+        rows: dict[str, list[np.ndarray]] = {f: [] for f in (*sp.SPOT_FIELDS, "frame", "indexed")}
+        refl: dict[str, list[np.ndarray]] = {f: [] for f in _REFLECTION_FIELDS}
+        n = data.payload_array.shape[0]
+        frame_out = {"n_spots": np.zeros(n, np.int64), "indexed": np.zeros(n, bool),
+                     "indexed_fraction": np.full(n, np.nan), "rmsd_px": np.full(n, np.nan),
+                     "basis": np.full((n, 3, 3), np.nan), "cell": np.full((n, 6), np.nan),
+                     "orientation_covariance": np.full((n, 3, 3), np.nan)}
         for i, frame in enumerate(data.payload_array):
             bg, sigma = sp.background_model(ai, frame, masked, npt=cfg["npt"], unit=cfg["unit"],
                                             thres=float(cfg["clip_sigma"]), max_iter=cfg["clip_iterations"])
             spots = sp.find_spots(frame, bg, sigma, masked, k=float(cfg["k_sigma"]), min_pixels=cfg["min_pixels"])
+            nspots = spots["y"].size
+            frame_out["n_spots"][i] = nspots
+            spot_indexed = np.zeros(nspots, bool)
+            if plane is not None and nspots >= cfg["min_spots"]:
+                spot_indexed = self._index_frame(i, frame, bg, masked, spots, cell, plane, frame_out, refl)
             for f in sp.SPOT_FIELDS:
                 rows[f].append(spots[f])
-            frame_index.append(np.full(spots["y"].size, i, np.int32))
-            n_spots.append(spots["y"].size)
+            rows["frame"].append(np.full(nspots, i, np.int32))
+            rows["indexed"].append(spot_indexed)
         out = {f"spot_{f}": np.concatenate(v) for f, v in rows.items()}
-        out["spot_frame"] = np.concatenate(frame_index)
-        out["n_spots"] = np.asarray(n_spots, np.int64)
+        out.update(frame_out)
         out["hit"] = sp.hits(out["n_spots"], min_spots=cfg["min_spots"])
+        for f, v in refl.items():
+            out[f"refl_{f}"] = np.concatenate(v) if v else np.zeros((0, 3) if f == "hkl" else 0,
+                                                                    np.int32 if f in ("frame", "hkl") else np.float64)
         return out
 
+    def _indexing_cell(self, data: Dataset) -> list[float] | None:
+        """The cell to index with, or None when indexing is off or the dataset has no cell."""
+        if not self.config["index"]:
+            return None
+        cell = data.meta.get("cell")
+        if cell is None:
+            log.info("sx: %s has no cell (dataset.cell): hits are not indexed", data.name)
+            return None
+        if not indexing.cctbx_available():
+            raise ConfigError("sx indexing needs cctbx-base (pip install cctbx-base), "
+                              "or set technique.pipeline.index=false")
+        return list(cell)
+
+    def _index_frame(self, i: int, frame: np.ndarray, bg: np.ndarray, masked: np.ndarray, spots: Mapping[str, np.ndarray],
+                     cell: list[float], plane: lattice.DetectorPlane, frame_out: dict[str, np.ndarray],
+                     refl: dict[str, list[np.ndarray]]) -> np.ndarray:
+        """Index frame ``i`` and integrate its predicted reflections; returns which spots are indexed."""
+        cfg = self.config
+        r = indexing.indexer().index(spots["y"], spots["x"], cell=cell, plane=plane, options={
+            "tolerance_px": cfg["index_tolerance_px"], "min_fraction": cfg["index_min_fraction"],
+            "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"]})
+        frame_out["indexed_fraction"][i] = r["fraction"]
+        if not r["indexed"]:
+            log.debug("sx: frame %d not indexed: %s", i, r["reason"])
+            return np.zeros(spots["y"].size, bool)
+        near = np.asarray(r["distance_px"]) < cfg["index_tolerance_px"]
+        frame_out["indexed"][i] = True
+        frame_out["rmsd_px"][i] = r["rmsd_px"]
+        frame_out["basis"][i] = r["basis"]
+        frame_out["cell"][i] = r["cell"]
+        frame_out["orientation_covariance"][i] = r["orientation_covariance"]
+        eps = np.abs(lattice.excitation_errors(r["basis"], np.asarray(r["hkl"])[near], plane))
+        pred = lattice.predict_reflections(r["basis"], plane, frame.shape,
+                                           max_excitation=float(np.quantile(eps, cfg["excitation_quantile"])),
+                                           edge=cfg["integration_half_box"] + 1)
+        intensity, sigma, ok = sp.integrate_boxes(frame, bg, masked, pred["y"], pred["x"],
+                                                  half=cfg["integration_half_box"])
+        refl["frame"].append(np.full(int(ok.sum()), i, np.int32))
+        refl["hkl"].append(pred["hkl"][ok])
+        refl["y"].append(pred["y"][ok])
+        refl["x"].append(pred["x"][ok])
+        refl["intensity"].append(intensity[ok])
+        refl["sigma"].append(sigma[ok])
+        return near
+
     def prepare(self, raw: Dataset) -> dict[str, Any]:
-        """``raw``: the raw pipeline's own figures (hit rate, spots per hit) and, on the
-        simulation, how many true spots and hits it recovers."""
+        """The raw pipeline's own figures, logged on the study run as ``raw_*``: hit rate,
+        spots per hit, indexed rate (indexed frames / hits), mean indexed fraction of spots,
+        mean positional RMSD, reflections per indexed frame; on the simulation, the true spots
+        and orientations it recovers. ``reduction``: what triage (keeping hits only) gains."""
         result = self.find(raw)
         self._raw_memo = (raw.payload_array, result)
-        n, hit = result["n_spots"], result["hit"]
-        figures: dict[str, Any] = {"hit_rate": float(hit.mean()), "mean_spots_per_hit": float(n[hit].mean()) if hit.any() else 0.0}
+        n, hit, indexed = result["n_spots"], result["hit"], result["indexed"]
+        figures: dict[str, Any] = {
+            "hit_rate": float(hit.mean()), "mean_spots_per_hit": float(n[hit].mean()) if hit.any() else 0.0}
+        if self._indexing_cell(raw) is not None:
+            figures.update({
+                "indexed_rate": float(indexed[hit].mean()) if hit.any() else 0.0,
+                "mean_indexed_fraction": float(np.mean(result["indexed_fraction"][indexed])) if indexed.any() else 0.0,
+                "mean_rmsd_px": float(np.mean(result["rmsd_px"][indexed])) if indexed.any() else float("nan"),
+                "reflections_per_indexed_frame": float(result["refl_frame"].size / max(int(indexed.sum()), 1)),
+                # the orientation's own standard error (largest axis), what misorientation_max_sigma divides by
+                "median_orientation_sigma_deg": float(np.median([
+                    np.degrees(np.sqrt(np.linalg.eigvalsh(c).max())) for c in result["orientation_covariance"][indexed]]))
+                if indexed.any() else float("nan"),
+            })
         truth = _truth(raw)
         if truth is not None:
-            figures.update(_truth_figures(result, truth, hit))
-        log.info("sx: raw pipeline on %s: hit rate %.2f, %.0f spots per hit%s", raw.name, figures["hit_rate"],
+            figures.update(_truth_figures(result, truth, hit, raw.meta.get("cell")))
+        log.info("sx: raw pipeline on %s: hit rate %.2f, %.0f spots per hit%s%s", raw.name, figures["hit_rate"],
                  figures["mean_spots_per_hit"],
-                 f", recovers {figures['true_spot_recall']:.0%} of the true spots above 100 counts"
+                 f", {int(indexed.sum())} of {int(hit.sum())} hits indexed ({figures['mean_indexed_fraction']:.0%} of "
+                 f"their spots, RMSD {figures['mean_rmsd_px']:.2f} px)" if "indexed_rate" in figures else "",
+                 f", recovers {figures['true_spot_recall']:.0%} of the true spots above 100 counts and "
+                 f"{figures.get('true_orientation_recovered', 0):.0%} of the true orientations"
                  if "true_spot_recall" in figures else "")
-        return {"raw": figures}
+        frames = int(n.size)
+        kept = int(hit.sum())
+        return {"raw": figures, "reduction": {
+            "triage_frames": frames, "triage_frames_kept": kept,
+            # frames are equal in size, so keeping hits only divides the volume by this
+            "triage_ratio": float(frames / kept) if kept else float("inf")}}
+
+    def describe(self) -> dict[str, Any]:
+        # version: the result's content (not only the config) changed; cached raw results
+        # and journal points of an older version are not reused
+        return {**super().describe(), "result_version": 2}
 
     def preview(self, result: Result) -> dict[str, Any]:
         """Spots of the first hit frame (or frame 0)."""
@@ -192,8 +300,11 @@ def _truth(raw: Dataset) -> dict[str, np.ndarray] | None:
         return {"spots": fh["/truth/spots"][()], "orientations": fh["/truth/orientations"][()]}
 
 
-def _truth_figures(result: Result, truth: Mapping[str, np.ndarray], hit: np.ndarray) -> dict[str, float]:
-    """Recall of the true spots with >= 100 counts (within 1.5 px) and hit-call accuracy."""
+def _truth_figures(result: Result, truth: Mapping[str, np.ndarray], hit: np.ndarray,
+                   cell: Any) -> dict[str, float]:
+    """Recall of the true spots with >= 100 counts (within 1.5 px), hit-call accuracy and,
+    with indexing, the fraction of true crystals indexed within 0.1 degree of the true
+    orientation and the largest misorientation (up to lattice symmetry)."""
     from scipy.spatial import cKDTree
 
     spots = truth["spots"]
@@ -208,5 +319,19 @@ def _truth_figures(result: Result, truth: Mapping[str, np.ndarray], hit: np.ndar
         if sel.any():
             d, _ = cKDTree(np.column_stack([result["spot_y"][sel], result["spot_x"][sel]])).query(t[:, 1:3])
             found += int((d <= 1.5).sum())
-    return {"true_spot_recall": found / total if total else float("nan"),
-            "hit_accuracy": float(np.mean(hit == true_hit))}
+    out = {"true_spot_recall": found / total if total else float("nan"),
+           "hit_accuracy": float(np.mean(hit == true_hit))}
+    if cell is not None and "basis" in result and true_hit.any():
+        ops = lattice.symmetry_ops(cell)
+        angles = []
+        for f in np.flatnonzero(true_hit):
+            if not result["indexed"][f]:
+                angles.append(np.inf)
+                continue
+            true_basis = np.diag(np.asarray(cell[:3], float)) @ truth["orientations"][f].T  # orthogonal cells
+            angles.append(lattice.misorientation_deg(result["basis"][f], true_basis, ops)[0])
+        angles_arr = np.asarray(angles)
+        out["true_orientation_recovered"] = float(np.mean(angles_arr <= 0.1))
+        finite = angles_arr[np.isfinite(angles_arr)]
+        out["true_misorientation_max_deg"] = float(finite.max()) if finite.size else float("nan")
+    return out

@@ -1,0 +1,107 @@
+"""Indexing and integrated reflections of raw and compressed stills, frame by frame.
+
+Reads a result with, per frame, ``indexed``, ``basis`` (direct cell vectors as rows) and
+``cell``, and the integrated reflections ``refl_frame``, ``refl_hkl``, ``refl_intensity``,
+``refl_sigma`` (see :mod:`pipelines.sx.technique`). Two indexings of one crystal may differ
+by a symmetry operation of the lattice (a and b swapped, say), so the compressed setting is
+first brought onto the raw one; the misorientation is the rotation left after that, and
+reflections are compared by their Miller indices in the raw setting.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from evaluators import EVALUATORS
+from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from evaluators.spots import intensity_agreement
+from lossbound.core import lattice
+
+__all__ = ["cell_deviation", "common_reflections"]
+
+
+def cell_deviation(cell: np.ndarray, reference: np.ndarray) -> float:
+    """Largest relative change of the cell lengths (angles: degrees / 100, as for indexing)."""
+    cell, reference = np.asarray(cell, float), np.asarray(reference, float)
+    return float(max(np.max(np.abs(cell[:3] / reference[:3] - 1)), np.max(np.abs(cell[3:] - reference[3:])) / 100))
+
+
+def common_reflections(hkl_ref: np.ndarray, hkl_test: np.ndarray, op: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)`` of reflections present in both lists, after mapping the test
+    indices into the reference setting: ``hkl_ref = op @ hkl_test`` for bases related by
+    ``op @ basis_test ≈ basis_ref`` (up to a small rotation)."""
+    hkl_ref = np.asarray(hkl_ref, np.int64).reshape(-1, 3)
+    mapped = np.rint(np.asarray(hkl_test, float).reshape(-1, 3) @ np.asarray(op, float).T).astype(np.int64)
+    ref_keys = {tuple(h): i for i, h in enumerate(hkl_ref)}
+    pairs = [(ref_keys[tuple(h)], j) for j, h in enumerate(mapped) if tuple(h) in ref_keys]
+    p = np.array(pairs, np.intp).reshape(-1, 2)
+    return p[:, 0], p[:, 1]
+
+
+@EVALUATORS.register("indexing")
+class IndexingAgreement(Evaluator):
+    """Indexing on compressed stills against the raw ones.
+
+    Parameters
+    ----------
+    weak_i_over_sigma : float
+        Reflections below this raw I/sigma are "weak" (default 3).
+
+    Output keys: ``indexed_agreement`` (fraction of the frames indexed on raw data that are
+    indexed on compressed data too; NaN when raw indexes none), ``indexed_rate_change``
+    (compressed minus raw indexed frames, per raw indexed frame), ``misorientation_max_deg``
+    and ``misorientation_median_deg`` (frames indexed in both), ``misorientation_max_sigma``
+    (the same in units of the raw orientation's own standard error, from its refinement's
+    covariance: stills fix the rotation about the beam far better than the other two),
+    ``cell_deviation_max``,
+    ``refl_common_fraction`` (raw reflections also integrated on compressed data), and
+    ``refl_cc_weak`` / ``refl_cc_strong``, ``refl_r_weak`` / ``refl_r_strong``.
+    """
+
+    name = "indexing"
+
+    def __init__(self, *, weak_i_over_sigma: float = 3.0, **extra: Any) -> None:
+        reject_unknown(self.name, extra)
+        super().__init__(weak_i_over_sigma=weak_i_over_sigma)
+        self.weak = float(weak_i_over_sigma)
+
+    def _arrays(self, outcome: Outcome) -> dict[str, np.ndarray]:
+        keys = ("indexed", "basis", "cell", "orientation_covariance", "refl_frame", "refl_hkl", "refl_intensity",
+                "refl_sigma")
+        return {k: result_array(outcome, k, self.name) for k in keys}
+
+    def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
+        r, c = self._arrays(raw), self._arrays(compressed)
+        n_raw = int(r["indexed"].sum())
+        both = np.flatnonzero(r["indexed"] & c["indexed"])
+        out: dict[str, float] = {
+            "indexed_agreement": len(both) / n_raw if n_raw else math.nan,
+            "indexed_rate_change": (int(c["indexed"].sum()) - n_raw) / n_raw if n_raw else math.nan,
+        }
+        cell = raw.data.meta.get("cell")
+        ops = lattice.symmetry_ops(cell) if cell is not None else np.eye(3)[None]
+        angles, sigmas, deviations, ir, ic, weak = [], [], [], [], [], []
+        n_ref_refl = 0
+        for f in both:
+            angle, op = lattice.misorientation_deg(c["basis"][f], r["basis"][f], ops)
+            angles.append(angle)
+            sigmas.append(lattice.misorientation_sigma(c["basis"][f], r["basis"][f], r["orientation_covariance"][f], ops))
+            deviations.append(cell_deviation(c["cell"][f], r["cell"][f]))
+            sr, sc = r["refl_frame"] == f, c["refl_frame"] == f
+            i, j = common_reflections(r["refl_hkl"][sr], c["refl_hkl"][sc], op)
+            n_ref_refl += int(sr.sum())
+            ir.append(r["refl_intensity"][sr][i])
+            ic.append(c["refl_intensity"][sc][j])
+            weak.append(r["refl_intensity"][sr][i] / r["refl_sigma"][sr][i] < self.weak)
+        out["misorientation_max_deg"] = float(max(angles)) if angles else math.nan
+        out["misorientation_median_deg"] = float(np.median(angles)) if angles else math.nan
+        out["misorientation_max_sigma"] = float(np.nanmax(sigmas)) if sigmas and not np.all(np.isnan(sigmas)) else math.nan
+        out["cell_deviation_max"] = float(max(deviations)) if deviations else math.nan
+        ir_, ic_ = (np.concatenate(v) if v else np.zeros(0) for v in (ir, ic))
+        w = np.concatenate(weak) if weak else np.zeros(0, bool)
+        out["refl_common_fraction"] = ir_.size / n_ref_refl if n_ref_refl else math.nan
+        for label, sel in (("weak", w), ("strong", ~w)):
+            out[f"refl_cc_{label}"], out[f"refl_r_{label}"] = intensity_agreement(ir_[sel], ic_[sel])
+        return out
