@@ -591,7 +591,9 @@ for _name, _margin, _noise in (("sparsify_m1", 1, False), ("sparsify_m2", 2, Fal
             plugin_class="Blosc2",
             modes={"k_sigma": "k_sigma"},
             transform="bragg_sparsify",
-            transform_kwargs={"margin": _margin, "noise": _noise},
+            # the background model's parameters are the sx pipeline's defaults, recorded in
+            # every thresholds entry (transform_params)
+            transform_kwargs={"margin": _margin, "noise": _noise, "npt": 500, "clip_sigma": 3.0, "clip_iterations": 5},
             needs_geometry=True,
             integer_only=True,
             fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE},

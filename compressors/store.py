@@ -106,8 +106,10 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
             to_store = fill_masked(data, np.broadcast_to(valid, data.shape))
     spec = setting.spec
     if spec.transform is not None:
-        to_store = TRANSFORMS.get(spec.transform)(to_store, **setting.transform_params(), valid=valid,
-                                                  geometry=geometry if spec.needs_geometry else None)
+        # a transform that models the frame needs the mask and the geometry; the quantiser
+        # maps each count alone (masked pixels hold the fill value, restored on read)
+        context = {"valid": valid, "geometry": geometry} if spec.needs_geometry else {}
+        to_store = TRANSFORMS.get(spec.transform)(to_store, **setting.transform_params(), **context)
     converted = convert_dtype(to_store, setting.input_dtype)
     ds = group.create_dataset(name, data=converted, chunks=setting.chunk_shape(data.shape), **setting.make_filter())
     chain = chain_description(setting)

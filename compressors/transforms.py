@@ -60,11 +60,13 @@ def bragg_sparsify(data: np.ndarray, *, k_sigma: float, margin: int = 2, noise: 
         raise ValueError(f"bragg_sparsify works on detector frames, got shape {data.shape}")
     frames = np.array(data, copy=True).reshape((-1,) + data.shape[-2:])
     shape = frames.shape[1:]
-    masked = np.zeros(shape, bool) if valid is None else ~np.broadcast_to(valid, data.shape).reshape(frames.shape)[0]
+    masked_frames = (np.zeros(frames.shape, bool) if valid is None
+                     else ~np.broadcast_to(np.asarray(valid, bool), data.shape).reshape(frames.shape))
     ai = integrator_for(geometry, shape)
     grow = np.ones((2 * int(margin) + 1,) * 2, bool)
     info = np.iinfo(frames.dtype) if frames.dtype.kind in "iu" else None
     for i, frame in enumerate(frames):
+        masked = masked_frames[i]
         bg, sigma = background_model(ai, frame, masked, npt=npt, thres=clip_sigma, max_iter=clip_iterations)
         keep, _ = significant_pixels(frame, bg, sigma, masked, k=float(k_sigma))
         if margin > 0:

@@ -224,10 +224,10 @@ class CodecWorker:
         key = (id(data), data.__array_interface__["data"][0], data.shape, data.dtype.str,
                hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest(),
                None if valid is None else hashlib.blake2b(np.packbits(valid).tobytes(), digest_size=16).hexdigest(),
-               repr(sorted(dict(geometry).items())) if geometry else None)
+               None if geometry is None else repr(sorted(dict(geometry).items())))
         for attempt in range(2):
             if self._payload_key != (key, self._pool):
-                self.call(_keep_payload, data, valid, dict(geometry) if geometry else None, timeout=timeout,
+                self.call(_keep_payload, data, valid, None if geometry is None else dict(geometry), timeout=timeout,
                           label=setting.label)
                 self._payload_key = (key, self._pool)
             try:

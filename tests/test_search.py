@@ -99,3 +99,17 @@ def test_non_monotonic_passes_are_reported():
 def test_search_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match):
         make_search(bad, grows=True, integer=False, tolerances=TOL, grid_values=[1, 2])
+
+
+def test_expansion_stops_at_the_codecs_limit_after_trying_the_limit_itself():
+    # everything fails (crossing far below): from the bracket [2, 8] the search tries the limit 1
+    # once instead of halving towards 0 (sparsify at k_sigma = 3e-5 was the bug)
+    search = make_search({"strategy": "bisect"}, grows=True, integer=False, tolerances=TOL, grid_values=None,
+                         bracket=[2, 8], limits=[1, 16], ideal=IDEAL)
+    threshold, known = _run(search, 0.01)
+    assert threshold is None and sorted(known) == [1, 2]
+    # and everything passes: it tries the upper limit and stops there
+    search = make_search({"strategy": "bisect"}, grows=True, integer=False, tolerances=TOL, grid_values=None,
+                         bracket=[2, 8], limits=[1, 16], ideal=IDEAL)
+    threshold, known = _run(search, 1e6)
+    assert threshold == 16 and max(known) == 16

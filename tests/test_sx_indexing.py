@@ -44,6 +44,7 @@ def test_detector_plane_projects_back_what_it_maps_to_reciprocal_space():
 
 @pytest.mark.parametrize("cell, n_ops, system", [
     (CELL, 8, "tetragonal"), ([40, 40, 40, 90, 90, 90], 24, "cubic"), ([40, 50, 60, 90, 90, 90], 4, "orthorhombic"),
+    ([58, 61, 151, 90, 90, 90], 4, "orthorhombic"),  # not pseudo-tetragonal at 5 % (c² must not set the scale)
     ([40, 50, 60, 90, 100, 90], 2, "monoclinic"), ([40, 40, 60, 90, 90, 120], 12, "hexagonal")])
 def test_lattice_symmetry_is_the_holohedry_of_the_cell(cell, n_ops, system):
     assert len(lattice.symmetry_ops(cell)) == n_ops
@@ -187,3 +188,27 @@ def test_sparsify_needs_a_geometry_and_integer_counts():
     with pytest.raises(ConfigError, match="integer"):
         setting.validate(np.dtype("float32"), has_geometry=True)
     setting.validate(np.dtype("int32"), has_geometry=True)
+
+
+def test_a_dead_index_worker_is_restarted_and_a_frame_it_dies_on_twice_is_not_indexed(tmp_path, monkeypatch):
+    from pipelines.sx import indexing
+
+    if not indexing.cctbx_available():
+        pytest.skip("cctbx-base is not installed")
+    pred = _spots(_true_basis())
+    idx = indexing.Indexer()
+    try:
+        assert idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)["indexed"]
+        idx._proc.kill()  # e.g. the OOM killer between two frames
+        idx._proc.wait()
+        assert idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)["indexed"]
+    finally:
+        idx.close()
+    # a worker that cannot start (here: a broken script) costs that frame, with the reason
+    broken = tmp_path / "index_worker.py"
+    broken.write_text("import sys\nsys.stderr.write('ImportError: libstdc++ clash\\n')\nsys.exit(3)\n")
+    monkeypatch.setattr(indexing, "_WORKER", broken)
+    idx = indexing.Indexer()
+    r = idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)
+    assert not r["indexed"] and "died twice" in r["reason"] and "libstdc++ clash" in r["reason"]
+    idx.close()

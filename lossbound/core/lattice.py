@@ -140,13 +140,15 @@ def symmetry_ops(cell: Sequence[float], *, tol: float = 0.02) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _symmetry_ops(cell: tuple[float, ...], tol: float) -> np.ndarray:
     g = metric(cell)
-    scale = np.abs(g).max()
+    # each metric entry against its own scale (sqrt(g_ii g_jj)): a tolerance on the largest
+    # entry would call an orthorhombic 58 x 61 x 151 cell tetragonal
+    scale = np.sqrt(np.outer(np.diag(g), np.diag(g)))
     ops = []
     for entries in itertools.product((-1, 0, 1), repeat=9):
         m = np.array(entries, float).reshape(3, 3)
         if round(np.linalg.det(m)) != 1:
             continue
-        if np.abs(m @ g @ m.T - g).max() <= tol * scale:
+        if np.all(np.abs(m @ g @ m.T - g) <= tol * scale):
             ops.append(m)
     return np.array(ops)
 
@@ -166,18 +168,15 @@ def _nearest_rotation(m: np.ndarray) -> np.ndarray:
 
 def align(basis: np.ndarray, reference: np.ndarray, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The smallest lab-frame rotation ``R`` taking ``reference`` onto any symmetry-equivalent
-    setting ``M @ basis`` (either hand, since stills cannot tell a lattice from its inverse),
-    and that ``M`` (times ±1): ``hkl_reference = M @ hkl_basis`` maps the Miller indices of
-    one setting onto the other."""
+    setting ``M @ basis``, and that ``M``: ``hkl_reference = M @ hkl_basis`` maps the Miller
+    indices of one setting onto the other. Both bases right-handed (as refinement leaves them)."""
     best, best_rot, best_m = math.inf, np.eye(3), np.eye(3)
-    for sign in (1.0, -1.0):
-        for m in ops:
-            candidate = sign * (m @ basis)
-            # rotation R with candidate.T ~ R @ reference.T (columns: cell vectors in the lab)
-            rot = _nearest_rotation(candidate.T @ np.linalg.inv(reference.T))
-            angle = _rotation_angle_deg(rot)
-            if angle < best:
-                best, best_rot, best_m = angle, rot, sign * m
+    for m in ops:
+        # rotation R with (M A).T ~ R @ reference.T (columns: cell vectors in the lab)
+        rot = _nearest_rotation((m @ basis).T @ np.linalg.inv(reference.T))
+        angle = _rotation_angle_deg(rot)
+        if angle < best:
+            best, best_rot, best_m = angle, rot, m
     return best_rot, best_m
 
 

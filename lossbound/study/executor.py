@@ -37,7 +37,9 @@ def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSet
     frame = ctx.data.payload_array[:1]
     for setting in settings:
         try:
-            worker.roundtrip(frame, setting, timeout=timeout)
+            # with the mask and geometry: a codec that models the frame builds its integrator here
+            worker.roundtrip(frame, setting, valid=ctx.data.mask, geometry=ctx.data.meta.get("geometry"),
+                             timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - the real point reports it
             log.debug("warm-up of %s failed: %s", setting.label, exc)
 

@@ -147,6 +147,10 @@ class BisectSearch(Search):
     def _inside(self, v: float) -> bool:
         return self.limits[0] <= v <= self.limits[1]
 
+    def _clamp(self, v: float) -> float:
+        """An expansion step that leaves the limits lands on the limit (evaluated once)."""
+        return min(max(v, self.limits[0]), self.limits[1])
+
     def _fresh(self, values: Iterable[float], skip: set[float]) -> list[float]:
         out: list[float] = []
         for v in values:
@@ -191,11 +195,11 @@ class BisectSearch(Search):
         if lo is None:  # the least lossy value tried failed: expand towards less loss
             if self.bracket and self.bracket[0] not in known:
                 return self._fresh([self.bracket[0]], skip)
-            return self._fresh([self.value(min(self.t(v) for v in known) - step)], skip)
+            return self._fresh([self._clamp(self.value(min(self.t(v) for v in known) - step))], skip)
         if hi is None:  # no failure above the passes: expand towards more loss
             if self.bracket and self.bracket[1] not in known:
                 return self._fresh([self.bracket[1]], skip)
-            return self._fresh([self.value(max(self.t(v) for v in known) + step)], skip)
+            return self._fresh([self._clamp(self.value(max(self.t(v) for v in known) + step))], skip)
         res = math.log(self.resolution)
         width = hi - lo
         if width <= res + 1e-9 or any(lo < self.t(v) < hi for v in pending):

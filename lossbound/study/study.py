@@ -123,7 +123,7 @@ def build_curves(cfg: Mapping[str, Any], ctx: StudyContext, skipped: dict[str, s
         settings = settings_from_config(name, {**entry, "bounds": bounds})
         template = dataclasses.replace(settings[0], value=None)
         try:  # a codec that cannot take this dataset (the quantiser on float data) is skipped
-            settings[0].validate(ctx.data.payload_array.dtype, has_geometry=bool(ctx.data.meta.get("geometry")))
+            settings[0].validate(ctx.data.payload_array.dtype, has_geometry=ctx.data.meta.get("geometry") is not None)
         except ConfigError as exc:
             log.warning("codec %s skipped on %s: %s", name, ctx.data.name, exc)
             skipped[name] = str(exc)

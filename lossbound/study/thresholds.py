@@ -219,7 +219,8 @@ def load_thresholds(path: Path) -> dict[str, Any]:
 def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
     """The :class:`CodecSetting` of a thresholds entry (per dataset or combined): write a
     user's data with it through :func:`compressors.write_payload` to reproduce the chain —
-    pre-transform, dtype, filter, chunks and the masked pixels kept apart — exactly."""
+    pre-transform, dtype, filter, chunks and the masked pixels kept apart — exactly (a chain whose
+    transform models the frame, ``sparsify_*``, also needs ``geometry=`` of the detector)."""
     if entry.get("bound") is None:
         raise ConfigError(f"codec {entry.get('codec')!r} has no threshold (nothing passed); nothing to apply")
     if not entry.get("codec"):
@@ -235,6 +236,10 @@ def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
         # the codec's spec changed since the study (e.g. Blosc2 byte- vs bit-shuffle)
         raise ConfigError(f"codec {entry['codec']!r}: the recorded filter {recorded} is not what this version "
                           f"builds ({built}); re-run the study")
+    recorded_transform = entry.get("transform_params")
+    if recorded_transform is not None and _plain(setting.transform_params()) != _plain(recorded_transform):
+        raise ConfigError(f"codec {entry['codec']!r}: the recorded pre-transform parameters {recorded_transform} are "
+                          f"not what this version uses ({setting.transform_params()}); re-run the study")
     return setting
 
 

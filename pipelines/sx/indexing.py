@@ -1,8 +1,8 @@
 """Indexing stills with a known cell through the cctbx worker process.
 
-:class:`Indexer` starts :mod:`pipelines.sx.index_worker` once per process (cctbx import
-~1 s) and sends it one frame's spots at a time; a worker that dies is restarted, and the
-frame it died on is reported as not indexed with the reason. :func:`detector_plane` turns a
+:class:`Indexer` starts ``index_worker.py`` once per process (cctbx import ~1 s) and sends
+it one frame's spots at a time; a worker that dies is restarted and the frame retried once;
+a frame it dies on twice is reported as not indexed, with the worker's last error line. :func:`detector_plane` turns a
 pyFAI geometry into the flat-detector description the worker needs.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,8 +60,17 @@ class Indexer:
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self._stderr = tempfile.TemporaryFile()  # why a worker died (a failed cctbx import, ...)
         return subprocess.Popen([sys.executable, str(_WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=env)
+                                stderr=self._stderr, env=env)
+
+    def _last_error(self) -> str:
+        try:
+            self._stderr.seek(0)
+            lines = [ln for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        except (AttributeError, OSError, ValueError):
+            return ""
+        return lines[-1][:300] if lines else ""
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -71,10 +81,19 @@ class Indexer:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    def _kill(self) -> int | None:
+        """Stop a worker whose pipe state is unknown (an exchange cut short)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait()
+
     def index(self, y: np.ndarray, x: np.ndarray, *, cell: Any, plane: DetectorPlane,
               options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One frame's orientation from its spots (corner-based ``y``, ``x``); see
-        :func:`pipelines.sx.lattice.index_from_basis_vectors` for the reply's fields."""
+        :func:`lossbound.core.lattice.index_from_basis_vectors` for the reply's fields."""
         request = {"y": np.asarray(y, float), "x": np.asarray(x, float), "cell": [float(v) for v in cell],
                    "plane": {"origin": plane.origin, "slow": plane.slow, "fast": plane.fast,
                              "wavelength": plane.wavelength},
@@ -92,23 +111,30 @@ class Indexer:
                     if len(head) < 8:
                         raise EOFError("index worker exited")
                     rid, reply = pickle.loads(self._proc.stdout.read(struct.unpack("<Q", head)[0]))
-                except (EOFError, BrokenPipeError, OSError) as exc:
-                    code = self._proc.wait()
-                    self._proc = None
+                    if rid != self._next:
+                        raise EOFError("index worker replied out of order")
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    error, code = self._last_error(), self._kill()
+                    log.warning("index worker died (exit code %s%s)%s", code, f": {error}" if error else "",
+                                "; restarting it" if attempt == 1 else "")
                     if attempt == 2:
-                        raise RuntimeError(f"cctbx index worker died twice on one frame (exit code {code})") from exc
-                    log.warning("index worker died (exit code %s); restarting it", code)
+                        return _not_indexed(request["y"].size, f"index worker died twice on this frame "
+                                                               f"(exit code {code}{': ' + error if error else ''})")
                     continue
-                if rid != self._next:
-                    raise RuntimeError("index worker replied out of order")
+                except BaseException:  # Ctrl-C mid-exchange: the pipe holds a half-read reply
+                    self._kill()
+                    raise
                 if not reply["ok"]:
-                    n = request["y"].size
                     log.warning("indexing a frame failed: %s", reply["error"])
-                    return {"indexed": False, "reason": reply["error"], "hkl": np.zeros((n, 3)),
-                            "distance_px": np.full(n, np.inf), "basis": np.full((3, 3), np.nan),
-                            "cell": np.full(6, np.nan), "fraction": 0.0, "rmsd_px": float("nan"), "candidates": 0}
+                    return _not_indexed(request["y"].size, reply["error"])
                 return reply["result"]
         raise AssertionError("unreachable")
+
+
+def _not_indexed(n: int, reason: str) -> dict[str, Any]:
+    return {"indexed": False, "reason": reason, "hkl": np.zeros((n, 3)), "distance_px": np.full(n, np.inf),
+            "basis": np.full((3, 3), np.nan), "cell": np.full(6, np.nan), "fraction": 0.0, "rmsd_px": float("nan"),
+            "orientation_covariance": np.full((3, 3), np.nan), "candidates": 0}
 
 
 _INDEXER: Indexer | None = None
