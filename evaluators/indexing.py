@@ -87,7 +87,8 @@ class IndexingAgreement(Evaluator):
         for f in both:
             angle, op = lattice.misorientation_deg(c["basis"][f], r["basis"][f], ops)
             angles.append(angle)
-            sigmas.append(lattice.misorientation_sigma(c["basis"][f], r["basis"][f], r["orientation_covariance"][f], ops))
+            sigmas.append(lattice.misorientation_sigma(c["basis"][f], r["basis"][f],
+                                                       r["orientation_covariance"][f], ops))
             deviations.append(cell_deviation(c["cell"][f], r["cell"][f]))
             sr, sc = r["refl_frame"] == f, c["refl_frame"] == f
             i, j = common_reflections(r["refl_hkl"][sr], c["refl_hkl"][sc], op)
@@ -97,7 +98,8 @@ class IndexingAgreement(Evaluator):
             weak.append(r["refl_intensity"][sr][i] / r["refl_sigma"][sr][i] < self.weak)
         out["misorientation_max_deg"] = float(max(angles)) if angles else math.nan
         out["misorientation_median_deg"] = float(np.median(angles)) if angles else math.nan
-        out["misorientation_max_sigma"] = float(np.nanmax(sigmas)) if sigmas and not np.all(np.isnan(sigmas)) else math.nan
+        finite = [v for v in sigmas if math.isfinite(v)]
+        out["misorientation_max_sigma"] = float(max(finite)) if finite else math.nan
         out["cell_deviation_max"] = float(max(deviations)) if deviations else math.nan
         ir_, ic_ = (np.concatenate(v) if v else np.zeros(0) for v in (ir, ic))
         w = np.concatenate(weak) if weak else np.zeros(0, bool)

@@ -96,7 +96,8 @@ def cell_of(basis: np.ndarray) -> np.ndarray:
     """``[a, b, c, alpha, beta, gamma]`` of a basis (rows)."""
     g = basis @ basis.T
     lengths = np.sqrt(np.diag(g))
-    cosines = [g[1, 2] / (lengths[1] * lengths[2]), g[0, 2] / (lengths[0] * lengths[2]), g[0, 1] / (lengths[0] * lengths[1])]
+    cosines = [g[1, 2] / (lengths[1] * lengths[2]), g[0, 2] / (lengths[0] * lengths[2]),
+               g[0, 1] / (lengths[0] * lengths[1])]
     return np.concatenate([lengths, np.degrees(np.arccos(np.clip(cosines, -1, 1)))])
 
 

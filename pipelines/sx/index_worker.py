@@ -27,7 +27,8 @@ import pickle  # noqa: E402
 import struct  # noqa: E402
 import traceback  # noqa: E402
 
-_LATTICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "lossbound", "core", "lattice.py")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LATTICE = os.path.join(_HERE, os.pardir, os.pardir, "lossbound", "core", "lattice.py")
 _spec = importlib.util.spec_from_file_location("_lossbound_lattice", _LATTICE)
 lattice = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = lattice  # dataclasses look their module up
@@ -48,9 +49,11 @@ def index(request: dict) -> dict:
     options = request.get("options", {})
     n = y.size
     if n < options.get("min_spots", 8) or n <= 7:  # DPS index() asserts on <= 7 spots
-        return {"indexed": False, "reason": f"{n} spots (indexing needs at least {max(8, options.get('min_spots', 8))})",
+        need = max(8, options.get("min_spots", 8))
+        return {"indexed": False, "reason": f"{n} spots (indexing needs at least {need})",
                 "hkl": np.zeros((n, 3)), "distance_px": np.full(n, np.inf), "basis": np.full((3, 3), np.nan),
-                "cell": np.full(6, np.nan), "fraction": 0.0, "rmsd_px": float("nan"), "candidates": 0}
+                "cell": np.full(6, np.nan), "fraction": 0.0, "rmsd_px": float("nan"),
+                "orientation_covariance": np.full((3, 3), np.nan), "candidates": 0}
     vectors = basis_vectors(plane.rlp(y, x), 2.0 * max(cell[:3]))
     kwargs = {k: options[k] for k in ("tolerance_px", "min_fraction", "cell_tolerance", "n_refine") if k in options}
     return lattice.index_from_basis_vectors(y, x, vectors, cell, plane, **kwargs)

@@ -141,8 +141,9 @@ class SxTechnique(Technique):
         ``spot_intensity``, ``spot_sigma``, ``spot_peak``, ``spot_pixels``, ``spot_indexed``),
         ``n_spots`` and ``hit`` per frame; with indexing, per frame ``indexed``,
         ``indexed_fraction``, ``rmsd_px``, ``basis`` (direct cell vectors as rows, Å, pyFAI's
-        lab frame), ``orientation_covariance`` (rad², from the refinement) and ``cell``, and the integrated reflections ``refl_frame``, ``refl_hkl``,
-        ``refl_y``, ``refl_x``, ``refl_intensity``, ``refl_sigma``."""
+        lab frame), ``orientation_covariance`` (rad², from the refinement) and ``cell``, and
+        the integrated reflections ``refl_frame``, ``refl_hkl``, ``refl_y``, ``refl_x``,
+        ``refl_intensity``, ``refl_sigma``."""
         cfg = self.config
         ai = self.integrator(data)
         shape = data.payload_array.shape[1:]
@@ -190,8 +191,8 @@ class SxTechnique(Technique):
                               "or set technique.pipeline.index=false")
         return list(cell)
 
-    def _index_frame(self, i: int, frame: np.ndarray, bg: np.ndarray, masked: np.ndarray, spots: Mapping[str, np.ndarray],
-                     cell: list[float], plane: lattice.DetectorPlane, frame_out: dict[str, np.ndarray],
+    def _index_frame(self, i: int, frame: np.ndarray, bg: np.ndarray, masked: np.ndarray,
+                     spots: Mapping[str, np.ndarray], cell: list[float], plane: lattice.DetectorPlane, frame_out: dict[str, np.ndarray],
                      refl: dict[str, list[np.ndarray]]) -> np.ndarray:
         """Index frame ``i`` and integrate its predicted reflections; returns which spots are indexed."""
         cfg = self.config
@@ -232,7 +233,8 @@ class SxTechnique(Technique):
         n, hit, indexed = result["n_spots"], result["hit"], result["indexed"]
         figures: dict[str, Any] = {
             "hit_rate": float(hit.mean()), "mean_spots_per_hit": float(n[hit].mean()) if hit.any() else 0.0}
-        if self._indexing_cell(raw) is not None:
+        cell = self._indexing_cell(raw)
+        if cell is not None:
             figures.update({
                 "indexed_rate": float(indexed[hit].mean()) if hit.any() else 0.0,
                 "mean_indexed_fraction": float(np.mean(result["indexed_fraction"][indexed])) if indexed.any() else 0.0,
@@ -243,7 +245,7 @@ class SxTechnique(Technique):
             })
         truth = _truth(raw)
         if truth is not None:
-            figures.update(_truth_figures(result, truth, hit, self._indexing_cell(raw)))
+            figures.update(_truth_figures(result, truth, hit, cell))
         log.info("sx: raw pipeline on %s: hit rate %.2f, %.0f spots per hit%s%s", raw.name, figures["hit_rate"],
                  figures["mean_spots_per_hit"],
                  f", {int(indexed.sum())} of {int(hit.sum())} hits indexed ({figures['mean_indexed_fraction']:.0%} of "
