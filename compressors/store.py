@@ -114,7 +114,7 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
     ds = group.create_dataset(name, data=converted, chunks=setting.chunk_shape(data.shape), **setting.make_filter())
     chain = chain_description(setting)
     if spec.needs_geometry:
-        chain["geometry"] = {k: v for k, v in dict(geometry or {}).items()}
+        chain["geometry"] = dict(geometry or {})
     ds.attrs["lossbound_chain"] = json.dumps(chain, default=str)
     written = [ds]
     if masked is not None:

@@ -29,8 +29,7 @@ TRANSFORMS: Registry[Transform] = Registry("transform")
 
 
 @TRANSFORMS.register("noise_quantiser")
-def noise_quantiser(data: np.ndarray, *, step_sigma: float, valid: np.ndarray | None = None,
-                    geometry: Mapping[str, Any] | None = None) -> np.ndarray:
+def noise_quantiser(data: np.ndarray, *, step_sigma: float, valid: np.ndarray | None = None) -> np.ndarray:
     """Counts onto power-of-two steps of at most ``step_sigma`` Poisson sigmas, centred bins,
     same integer dtype (:func:`compressors.quantiser.quantise_counts`); error <= step_sigma/2 sigma."""
     return quantise_counts(data, step_sigma, valid=valid)
@@ -38,8 +37,8 @@ def noise_quantiser(data: np.ndarray, *, step_sigma: float, valid: np.ndarray | 
 
 @TRANSFORMS.register("bragg_sparsify")
 def bragg_sparsify(data: np.ndarray, *, k_sigma: float, margin: int = 2, noise: bool = False,
-                   valid: np.ndarray | None = None, geometry: Mapping[str, Any] | None = None,
-                   npt: int = 500, clip_sigma: float = 3.0, clip_iterations: int = 5, seed: int = 0) -> np.ndarray:
+                   npt: int, clip_sigma: float, clip_iterations: int, valid: np.ndarray | None = None,
+                   geometry: Mapping[str, Any] | None = None, seed: int = 0) -> np.ndarray:
     """Bragg-preserving reduction of diffraction frames, same dtype, readable as ordinary counts.
 
     Per frame: the background and its noise per resolution shell from the azimuthal
@@ -48,7 +47,8 @@ def bragg_sparsify(data: np.ndarray, *, k_sigma: float, margin: int = 2, noise: 
     exactly; every other valid pixel becomes the model's value (rounded), or with ``noise``
     a Poisson draw from it (seeded per frame: the same file every time) so programs that
     expect noise see a normal image. Smooth, rounded background compresses far better under
-    a bit-shuffling lossless filter than photon noise does.
+    a bit-shuffling lossless filter than photon noise does. ``npt``, ``clip_sigma`` and
+    ``clip_iterations`` are the background model's (the codec specs pass the sx defaults).
     """
     from scipy import ndimage
 

@@ -2,8 +2,9 @@
 
 :class:`Indexer` starts ``index_worker.py`` once per process (cctbx import ~1 s) and sends
 it one frame's spots at a time; a worker that dies is restarted and the frame retried once;
-a frame it dies on twice is reported as not indexed, with the worker's last error line. :func:`detector_plane` turns a
-pyFAI geometry into the flat-detector description the worker needs.
+a frame it dies on twice is reported as not indexed, with the worker's last error line.
+:func:`detector_plane` turns a pyFAI geometry into the flat-detector description the worker
+needs.
 """
 from __future__ import annotations
 
