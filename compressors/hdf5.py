@@ -20,7 +20,8 @@ from lossbound.core.errors import ConfigError, InputError
 from .specs import CodecSetting, filter_from_config
 from .store import read_payload, write_payload
 
-__all__ = ["RoundTrip", "filter_from_config", "filter_from_options", "roundtrip"]
+__all__ = ["BoundCheck", "RoundTrip", "check_bound", "filter_from_config", "filter_from_options", "roundtrip",
+           "skipped_chunks"]
 
 _DATASET = "data"
 
@@ -195,7 +196,7 @@ def _bound_tolerance(value: float, stored: np.dtype, original: np.ndarray) -> fl
     return tol
 
 
-def _skipped_chunks(dsid: h5py.h5d.DatasetID) -> int:
+def skipped_chunks(dsid: h5py.h5d.DatasetID) -> int:
     """Count chunks whose filter mask says a filter was skipped."""
     masks: list[int] = []
     if hasattr(dsid, "chunk_iter"):
@@ -224,6 +225,62 @@ def _sigma_error(original: np.ndarray, restored: np.ndarray, valid: np.ndarray |
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(err == 0, 0.0, err / sigma)
     return ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundCheck:
+    """What reading a payload back says about its codec's promise.
+
+    ``max_abs_error`` over valid pixels; ``max_error_sigma`` (``poisson_sigma`` bounds only);
+    ``masked_pixels`` and how many of them changed (any change breaks the promise);
+    ``allowed``: the bound in its own units (0 for lossless, None for unbounded modes);
+    ``held``: None for unbounded modes without a changed masked pixel.
+    """
+
+    max_abs_error: float
+    max_error_sigma: float | None
+    masked_pixels: int
+    masked_pixels_changed: int
+    allowed: float | None
+    held: bool | None
+
+
+def check_bound(original: np.ndarray, restored: np.ndarray, setting: CodecSetting, *,
+                stored_dtype: np.dtype, valid: np.ndarray | None = None) -> BoundCheck:
+    """Check ``restored`` against ``original`` under ``setting``'s bound — the one check used by
+    round trips and by applying a threshold to a file.
+
+    Absolute bounds allow ``value`` plus one ulp of ``stored_dtype`` at the data's largest
+    magnitude (float rounding, not a looser bound); ``poisson_sigma`` bounds
+    ``sigma_error_per_value * value`` errors in units of sqrt(count); lossless: exact. Errors are
+    measured over ``valid`` pixels (broadcasts to the data); the others must be bit-identical.
+    """
+    full_valid = None if valid is None else np.broadcast_to(np.asarray(valid, bool), original.shape)
+    if full_valid is None or full_valid.all():
+        full_valid = None
+        max_err, masked, changed = _max_abs_error(original, restored), 0, 0
+    else:
+        max_err = _max_abs_error(original[full_valid], restored[full_valid]) if full_valid.any() else 0.0
+        masked = int((~full_valid).sum())
+        changed = _changed(original[~full_valid], restored[~full_valid])
+    spec, kind = setting.spec, setting.bound_kind
+    max_sigma = allowed = None
+    held: bool | None = None
+    if not spec.lossy:
+        allowed, held = 0.0, max_err == 0.0
+    elif kind == "absolute":
+        assert setting.value is not None
+        allowed = float(setting.value)
+        held = bool(max_err <= allowed + _bound_tolerance(allowed, np.dtype(stored_dtype), original))
+    elif kind == "poisson_sigma":
+        assert setting.value is not None
+        ratio = _sigma_error(original, restored, full_valid)
+        max_sigma = float(ratio.max()) if ratio.size else 0.0
+        allowed = spec.sigma_error_per_value * float(setting.value)
+        held = bool(max_sigma <= allowed * (1 + 1e-9))
+    if changed and held is not False:
+        held = False
+    return BoundCheck(float(max_err), max_sigma, masked, changed, allowed, held)
 
 
 def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | None = None,
@@ -300,34 +357,12 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
         if plist.get_nfilters() < 1:
             raise RuntimeError(f"{setting.label}: HDF5 recorded no filter on the dataset")
         filter_id, _flags, cd_values, _name = plist.get_filter(0)
-        skipped = _skipped_chunks(ds.id)
+        skipped = skipped_chunks(ds.id)
     finally:
         fh.close()
 
     raw_nbytes = int(original.nbytes)
-    if full_valid is None:
-        max_err = _max_abs_error(original, decompressed)
-        masked_pixels = changed = 0
-    else:
-        max_err = _max_abs_error(original[full_valid], decompressed[full_valid]) if full_valid.any() else 0.0
-        masked_pixels = int((~full_valid).sum())
-        changed = _changed(original[~full_valid], decompressed[~full_valid])
-    kind = setting.bound_kind
-    max_sigma = None
-    if not spec.lossy:
-        bound_held: bool | None = max_err == 0.0
-    elif kind == "absolute":
-        assert setting.value is not None
-        bound_held = bool(max_err <= setting.value + _bound_tolerance(setting.value, np.dtype(stored_dtype), original))
-    elif kind == "poisson_sigma":
-        assert setting.value is not None
-        ratio = _sigma_error(original, decompressed, full_valid)
-        max_sigma = float(ratio.max()) if ratio.size else 0.0
-        bound_held = bool(max_sigma <= spec.sigma_error_per_value * setting.value * (1 + 1e-9))
-    else:
-        bound_held = None
-    if changed and bound_held is not False:
-        bound_held = False
+    check = check_bound(original, decompressed, setting, stored_dtype=np.dtype(stored_dtype), valid=full_valid)
     get_config = getattr(filt, "get_config", None)
     plugin_kwargs = dict(get_config()) if callable(get_config) else setting.plugin_kwargs()
     converted_nbytes = original.size * np.dtype(stored_dtype).itemsize
@@ -354,8 +389,8 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
         decompress_s=decompress_s,
         compress_mbps=_rate(compress_s),
         decompress_mbps=_rate(decompress_s),
-        max_abs_error=max_err,
-        bound_held=bound_held,
+        max_abs_error=check.max_abs_error,
+        bound_held=check.held,
         filter_id=int(filter_id),
         cd_values=[int(v) for v in cd_values],
         plugin_class=spec.plugin_class,
@@ -363,10 +398,10 @@ def roundtrip(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray | No
         dtype_converted=np.dtype(stored_dtype) != original.dtype,
         skipped_chunks=skipped,
         seconds=time.perf_counter() - t_start,
-        bound_kind=kind,
-        max_error_sigma=max_sigma,
-        masked_pixels=masked_pixels,
-        masked_pixels_changed=changed,
+        bound_kind=setting.bound_kind,
+        max_error_sigma=check.max_error_sigma,
+        masked_pixels=check.masked_pixels,
+        masked_pixels_changed=check.masked_pixels_changed,
         mask_nbytes=stored_nbytes - payload_nbytes,
         transform=spec.transform,
         transform_params=setting.transform_params(),

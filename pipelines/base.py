@@ -4,6 +4,10 @@ from __future__ import annotations
 import abc
 from typing import Any, Mapping
 
+import numpy as np
+
+from lossbound.core.errors import NotApplicable
+from lossbound.core.noise import is_counts, poisson_resample
 from lossbound.core.types import Dataset, Result
 
 __all__ = ["Dataset", "Result", "Technique"]
@@ -38,6 +42,24 @@ class Technique(abc.ABC):
     @abc.abstractmethod
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """The science result (e.g. reconstructed slices) as named arrays."""
+
+    def noise_model(self, data: Dataset) -> str:
+        """How :meth:`resample` re-measures ``data`` (one line for reports); raises
+        :class:`~lossbound.core.errors.NotApplicable` when it cannot.
+
+        The default: the payload holds photon counts, re-sampled as ``Poisson(counts)`` at the
+        valid pixels. A technique with non-count data overrides both methods with a documented
+        equivalent (e.g. a detector gain and dark offset).
+        """
+        if not is_counts(data.payload_array, data.mask):
+            raise NotApplicable(f"{data.name}: payload {data.payload_array.dtype} is not photon counts "
+                                f"(non-negative integers) and {self.name} has no other noise model")
+        return "Poisson(counts) at the valid pixels"
+
+    def resample(self, data: Dataset, rng: np.random.Generator) -> Dataset:
+        """``data`` re-measured from counting statistics alone (see :meth:`noise_model`)."""
+        self.noise_model(data)
+        return data.with_payload(poisson_resample(data.payload_array, rng, valid=data.mask))
 
     def preview(self, result: Result) -> dict[str, Any]:
         """The small part of a result that :meth:`figure` draws (kept per point in memory,

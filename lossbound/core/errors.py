@@ -10,3 +10,8 @@ class InputError(Exception):
 
 class ConfigError(InputError):
     """A configuration value is invalid (unknown registry name, bad tolerance, ...)."""
+
+
+class NotApplicable(Exception):
+    """A feature does not apply to this dataset (e.g. no counting-noise model for non-count
+    data); the message says why, and the study records it instead of failing."""

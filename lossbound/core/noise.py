@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["poisson_sigma"]
+__all__ = ["is_counts", "poisson_resample", "poisson_sigma"]
 
 
 def poisson_sigma(
@@ -59,3 +59,60 @@ def poisson_sigma(
     variance = adu_per_photon * signal
     variance += read_noise**2
     return np.maximum(np.sqrt(variance, out=variance), floor, out=variance)
+
+
+def is_counts(values: np.ndarray, valid: np.ndarray | None = None) -> bool:
+    """True when the valid values are photon counts: integers >= 0 (in any dtype)."""
+    v = np.asarray(values)
+    if valid is not None:
+        v = v[np.broadcast_to(np.asarray(valid, bool), v.shape)]
+    if v.dtype.kind == "b" or v.dtype.kind not in "iuf":
+        return False
+    if v.size == 0:
+        return False
+    if v.dtype.kind == "f" and not (np.isfinite(v).all() and np.array_equal(v, np.round(v))):
+        return False
+    return bool(v.min() >= 0)
+
+
+def poisson_resample(values: np.ndarray, rng: np.random.Generator, *, valid: np.ndarray | None = None,
+                     offset: float | np.ndarray = 0.0, adu_per_photon: float = 1.0) -> np.ndarray:
+    """One re-measurement of the same signal from counting statistics alone.
+
+    ``offset + g * Poisson(max(values - offset, 0) / g)`` at the valid pixels, in the input dtype
+    (rounded for integer dtypes); invalid pixels (sentinels, NaN) keep their values, so the
+    re-measurement has the detector's defects where the measurement had them.
+
+    Parameters
+    ----------
+    values : ndarray
+        Measured values in ADU (counts when ``g = 1`` and ``offset = 0``).
+    rng : numpy.random.Generator
+        Source of randomness (seeded by the caller: re-samplings are reproducible).
+    valid : ndarray of bool, optional
+        Pixels to re-sample; broadcasts against ``values``.
+    offset : float or ndarray, optional
+        Dark level in ADU, broadcast against ``values``.
+    adu_per_photon : float, optional
+        Detector gain ``g``.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``values``.
+    """
+    g = float(adu_per_photon)
+    if not (np.isfinite(g) and g > 0):
+        raise ValueError(f"adu_per_photon must be a finite positive number, got {adu_per_photon}")
+    x = np.asarray(values)
+    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), x.shape)
+    sel = np.ones(x.shape, bool) if valid is None else np.broadcast_to(np.asarray(valid, bool), x.shape).copy()
+    sel &= np.isfinite(x) if x.dtype.kind == "f" else True
+    photons = np.maximum(x[sel].astype(np.float64) - offset[sel], 0.0) / g
+    drawn = offset[sel] + g * rng.poisson(photons)
+    out = x.copy()
+    if x.dtype.kind in "iu":
+        info = np.iinfo(x.dtype)
+        drawn = np.clip(np.rint(drawn), info.min, info.max)
+    out[sel] = drawn.astype(x.dtype)
+    return out

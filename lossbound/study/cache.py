@@ -61,3 +61,21 @@ class ResultCache:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, __prepared__=np.array(json.dumps(prepared)), **result)
         return prepared, result, False
+
+    def get_or_compute_json(self, key_obj: Mapping[str, Any], compute: Callable[[], dict[str, Any]]
+                            ) -> tuple[dict[str, Any], bool]:
+        """A JSON document (e.g. a noise reference) computed once per key: ``(doc, hit)``."""
+        if self.directory is None:
+            return compute(), False
+        path = self.directory / f"{self.key(key_obj)}.json"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    return json.loads(path.read_text()), True
+                except (OSError, ValueError) as exc:
+                    log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+            doc = compute()
+            with atomic_path(path, suffix=".json") as tmp:
+                tmp.write_text(json.dumps(doc, allow_nan=True))
+        return doc, False

@@ -20,6 +20,7 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.hashing import stable_hash
 from lossbound.core.types import Dataset, Outcome
 from lossbound.study.cache import ResultCache
+from lossbound.study.noise_reference import NoiseSettings, noise_effects, noise_reference
 from lossbound.study.tolerance import Tolerances
 from pipelines import TECHNIQUES
 from pipelines.base import Technique
@@ -58,6 +59,8 @@ class StudyContext:
     raw_seconds: float
     raw_cached: bool
     raw_metrics: dict[str, float]
+    # counting-noise reference: model, K, seconds, per-metric values; or {"unavailable": why}
+    noise: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def data(self) -> Dataset:
@@ -87,10 +90,15 @@ class StudyContext:
 
     def evaluate(self, comp: Outcome) -> dict[str, float]:
         """Every evaluator's metrics for ``comp`` against the raw outcome."""
-        metrics: dict[str, float] = {}
-        for key, ev in self.evaluators.items():
-            metrics.update({k: float(v) for k, v in ev.compare(self.raw, comp, self.references[key]).items()})
-        return metrics
+        return _evaluate(self.evaluators, self.references, self.raw, comp)
+
+
+def _evaluate(evaluators: Mapping[str, Evaluator], references: Mapping[str, Any], raw: Outcome,
+              comp: Outcome) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for key, ev in evaluators.items():
+        metrics.update({k: float(v) for k, v in ev.compare(raw, comp, references[key]).items()})
+    return metrics
 
 
 _CONTEXTS: dict[str, StudyContext] = {}
@@ -158,10 +166,19 @@ def build_context(spec: ContextSpec) -> StudyContext:
         log.warning("criteria not applicable to %s (undefined even for the raw data against itself): %s",
                     data.name, ", ".join(undefined))
         tolerances = tolerances.without(undefined)
+    noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
+    if tolerances.noise_factors:
+        noise = noise_reference(
+            technique, raw, prepared, lambda comp: _evaluate(evaluators, references, raw, comp),
+            NoiseSettings.from_config(tcfg.get("noise_reference")), cache=cache,
+            key={"dataset": data.checksum, "pipeline": technique.describe(),
+                 "evaluators": tcfg.get("evaluators") or {}})
+        if "values" in noise:
+            tolerances = tolerances.with_noise(noise_effects(noise["values"], raw_metrics))
     if not (v := tolerances.check(raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     return StudyContext(
         spec=spec, technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw,
         prepared=prepared, references=references, raw_seconds=raw_seconds, raw_cached=hit,
-        raw_metrics=raw_metrics,
+        raw_metrics=raw_metrics, noise=noise,
     )

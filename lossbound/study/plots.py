@@ -12,7 +12,7 @@ from lossbound.core.types import PointResult
 from lossbound.study.tolerance import Tolerances
 
 
-def _positive(values: Iterable[float | None]) -> bool:
+def positive(values: Iterable[float | None]) -> bool:
     return any(v is not None and math.isfinite(v) and v > 0 for v in values)
 
 
@@ -59,9 +59,9 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
                 ax.axhline(lim, ls="--", color="k", lw=1)
         # log axes only over data drawn in data coordinates (failed points are drawn in axes
         # coordinates along y), else matplotlib refuses to draw
-        if _positive(xs_all):
+        if positive(xs_all):
             ax.set_xscale("log", base=2)
-        if panel == "compression ratio" and _positive(ys_all):
+        if panel == "compression ratio" and positive(ys_all):
             ax.set_yscale("log")
         ax.set_xlabel("codec value (error bound in detector units for 'absolute')")
         ax.set_title(panel, fontsize=10)

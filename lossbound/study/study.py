@@ -33,11 +33,13 @@ from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for
 from lossbound.study.executor import PointRunner, available_cores, is_broken_pool
 from lossbound.study.journal import Journal
+from lossbound.study.noise_reference import noise_effects
 from lossbound.study.plots import sweep_figure
+from lossbound.study.report import write_report
 from lossbound.study.point import judge, point_seconds, render_figure
 from lossbound.study.search import Search, make_search
 from lossbound.study.summary import format_summary
-from lossbound.study.thresholds import derive_thresholds, update_thresholds
+from lossbound.study.thresholds import derive_thresholds, feasibility, update_thresholds
 from lossbound.study.tracking import FIGURE_POLICIES, make_tracker
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,7 @@ class Study:
             work = point_seconds(points) + ctx.raw_seconds
             recorded, codecs, baselines, path, doc = self._thresholds(ctx, points, curves, versions, tracker, run_id)
             summary = self._report(ctx, points, recorded, codecs, baselines, tracker, run_id)
+            report = self._expert_report(path, tracker, run_id)
             wall = time.perf_counter() - t_start
             tracker.log(run_id, metrics={
                 "raw_seconds": ctx.raw_seconds, "n_points": len(points), "n_evaluated": len(points) - reused,
@@ -225,6 +228,8 @@ class Study:
         log.info("\n%s", summary)
         if path is not None:
             log.info("thresholds written to %s", path)
+        if report is not None:
+            log.info("expert report written to %s", report)
         if hint := tracker.ui_hint():
             log.info("%s", hint)
         return StudyResult(points, codecs, baselines, path, doc, ctx.raw_seconds, ctx.raw_cached, wall, work,
@@ -252,6 +257,12 @@ class Study:
         # figures the pipeline derived once (e.g. what storing only a reduced result gives)
         tracker.log(run_id, metrics={f"{k}_{kk}": vv for k, v in ctx.prepared.items() if isinstance(v, dict)
                                      for kk, vv in v.items() if isinstance(vv, (int, float))})
+        # the counting-noise reference: each criterion's noise effect and the range derived from it
+        noise = self._noise_summary(ctx)
+        tracker.log(run_id, params={"noise_model": noise.get("model") or f"unavailable: {noise.get('unavailable')}"},
+                    metrics={"noise_reference_seconds": noise.get("seconds"), **{
+                        f"noise.{m}.{k}": v for m, d in (noise.get("limits") or {}).items()
+                        for k, v in d.items() if k in ("noise_effect", "min", "max") and v is not None}})
         tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
         tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")
         return run_id
@@ -265,6 +276,10 @@ class Study:
         recorded.update({p.point_id: p for p in points})
         codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances])
         searches = {c.name: c.search.describe() for c in curves if c.search is not None}
+        rates = self.rates
+        for e in (*codecs.values(), *baselines.values()):
+            if (f := feasibility(e.get("compress_mbps"), rates)) is not None:
+                e["feasibility"] = f
         for name, e in codecs.items():
             e["search"] = searches.get(name, {"strategy": "recorded points"})
             if e.get("passed_above_first_failure"):
@@ -278,7 +293,13 @@ class Study:
                 "dataset": {"name": data.name, "source": data.source, "sha256": data.checksum},
                 "pipeline": ctx.technique.describe(), "tolerances": ctx.tolerances.as_dict(),
                 "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "mlflow_study_run_id": run_id, "codecs": codecs, "baselines": baselines,
+                "mlflow_study_run_id": run_id, "mlflow_tracking_uri": getattr(tracker, "uri", None),
+                "context": ctx.key,
+                # what the report draws: each criterion's range on this dataset, raw-vs-raw values
+                "limits": {c.metric: {"min": c.min, "max": c.max} for c in ctx.tolerances},
+                "ideal": {c.metric: ctx.raw_metrics.get(c.metric) for c in ctx.tolerances},
+                "noise_reference": self._noise_summary(ctx),
+                "codecs": codecs, "baselines": baselines,
             }
             if self.skipped:
                 entry["codecs_not_applicable"] = dict(self.skipped)
@@ -286,9 +307,52 @@ class Study:
                 entry["criteria_not_applicable"] = sorted(ctx.tolerances.not_applicable)
             if "reduction" in ctx.prepared:
                 entry["reduction"] = ctx.prepared["reduction"]
-            doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry)
+            doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry, extra={
+                "needed_ratio": float(self.cfg["technique"].get("needed_ratio") or 10.0),
+                "acquisition": {f"{k}_gbps": v for k, v in rates.items()}})
             tracker.log_file(run_id, path)
         return list(recorded.values()), codecs, baselines, path, doc
+
+    def _expert_report(self, path: Path | None, tracker, run_id: str | None) -> Path | None:
+        """``runs/reports/<technique>.html`` from the merged thresholds file, also an artifact."""
+        paths = self.cfg.get("paths") or {}
+        if path is None or not paths.get("reports_dir"):
+            return None
+        report = write_report(path, journal_dir=paths.get("journal_dir"), reports_dir=Path(paths["reports_dir"]))
+        tracker.log_file(run_id, report)
+        return report
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Detector rates (GB/s) the feasibility table answers for: ``peak`` and ``detector``."""
+        acq = self.cfg.get("acquisition") or {}
+        rates = {"peak": acq.get("peak_rate_gbps", 16.0), "detector": acq.get("detector_rate_gbps")}
+        out = {}
+        for name, value in rates.items():
+            if value is None:
+                continue
+            try:
+                out[name] = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"acquisition.{name}_rate_gbps must be a number, got {value!r}") from None
+            if not out[name] > 0:
+                raise ConfigError(f"acquisition.{name}_rate_gbps must be > 0, got {value!r}")
+        return out
+
+    @staticmethod
+    def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
+        """The counting-noise reference as recorded: model, K, its cost, and per criterion the
+        noise effect beside the fixed and the derived range."""
+        noise = ctx.noise
+        if "values" not in noise:
+            return {"unavailable": noise.get("unavailable")}
+        metrics = [c.metric for c in ctx.tolerances]
+        effects = noise_effects({m: noise["values"].get(m, []) for m in metrics}, ctx.raw_metrics)
+        return {"model": noise["model"], "resamples": noise["resamples"], "seed": noise["seed"],
+                "seconds": noise["seconds"], "cached": noise.get("cached", False),
+                "limits": ctx.tolerances.noise_limits(),
+                # every criterion's change from counting noise alone (noise-referenced or not)
+                "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()}}
 
     def _report(self, ctx: StudyContext, points: list[PointResult], recorded: list[PointResult],
                 codecs: Mapping[str, Any], baselines: Mapping[str, Any], tracker, run_id: str | None) -> str:

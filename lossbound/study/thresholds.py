@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -33,6 +34,7 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
 from lossbound.study.search import non_monotonic
+from lossbound.study.signoff import with_statuses
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +124,15 @@ def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] 
             baselines[p.setting["codec"]] = _codec_entry(p) | {"lossless_exact": bool(p.codec.get("bound_held"))}
         else:
             baselines[p.setting["codec"]] = {"failed": p.reason}
-    codecs: dict[str, Any] = {}
-    taken: set[str] = set()
-    for group, pts in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        codecs[_group_name(group, taken)] = curve_threshold(pts, criteria=criteria)
+    codecs = {name: curve_threshold(groups[group], criteria=criteria) for group, name in curve_names(groups).items()}
     return codecs, baselines
+
+
+def curve_names(groups: Iterable[tuple]) -> dict[tuple, str]:
+    """The name of each lossy curve (a point's ``group``) in the thresholds file: the codec,
+    or codec_mode_dtype_chunks when one codec was measured twice."""
+    taken: set[str] = set()
+    return {group: _group_name(group, taken) for group in sorted(set(groups), key=str)}
 
 
 def _plain(obj: Any) -> Any:
@@ -172,7 +178,7 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
             out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
                    **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
                                             "chunks_setting", "detector_dtype", "transform", "transform_params",
-                                            "bound_kind")}}
+                                            "bound_kind", "compression_ratio", "feasibility")}}
         out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio")}
                               for n, e in per.items()}
         if excluded:
@@ -181,10 +187,25 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
     return combined
 
 
-def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None) -> dict[str, Any] | None:
+    """Cores needed to compress at each rate (GB/s, 1e9 bytes) with one core's measured
+    throughput (MB/s of detector bytes, 1e6): ``{compress_mbps_single_core, cores_for_<rate>}``."""
+    if not compress_mbps or not rates or not math.isfinite(compress_mbps) or compress_mbps <= 0:
+        return None
+    out: dict[str, Any] = {"compress_mbps_single_core": float(compress_mbps)}
+    for name, gbps in rates.items():
+        out[f"cores_for_{name}"] = int(math.ceil(float(gbps) * 1e3 / compress_mbps))
+    return out
+
+
+def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: Mapping[str, Any],
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Put one dataset's entry into the thresholds file (others kept), recombine, write.
 
-    Runs under a file lock, so parallel jobs merge rather than overwrite each other.
+    Runs under a file lock, so parallel jobs merge rather than overwrite each other. Expert
+    reviews (``reviews``) are kept, and each combined codec shows its review status (a review
+    of something that has changed since is shown *stale*). ``extra``: top-level keys of the
+    technique (``needed_ratio``, ``acquisition`` rates), replaced by the newest study.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,10 +226,14 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
             "technique": technique,
             "rule": RULE,
             "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **{k: doc[k] for k in ("needed_ratio", "acquisition") if k in doc},
+            **_plain(dict(extra or {})),
             "codecs": combine_datasets(datasets, tolerances=_plain(entry["tolerances"])),
             "datasets": datasets,
+            "reviews": dict(doc.get("reviews") or {}),
         }
-        atomic_write_text(path, yaml.safe_dump(_plain(out), sort_keys=False))
+        out = with_statuses(_plain(out))
+        atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
     return out
 
 

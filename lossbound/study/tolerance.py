@@ -1,4 +1,11 @@
-"""Acceptance criteria: metric ranges that a compressed point must stay inside."""
+"""Acceptance criteria: metric ranges that a compressed point must stay inside.
+
+A range is fixed (``{min: 0.95}``) or referenced to the measurement's own counting noise
+(``{min: 0.95, noise: 0.5}``): where a noise reference exists (the metric's spread over
+Poisson re-samplings of the raw data, :mod:`lossbound.study.noise_reference`), the limit is
+``ideal -/+ f * noise effect`` — the compression may change the metric by at most ``f`` times
+what counting noise alone changes it — and the fixed range applies only where it does not.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +16,27 @@ from lossbound.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
+class NoiseLimit:
+    """Where a criterion's range came from: ``ideal -/+ factor * effect``.
+
+    ``effect`` is the mean ``|metric - ideal|`` over the Poisson re-samplings of the raw data
+    (``effect_sd`` its standard error), ``fixed`` the configured range it replaces.
+    """
+
+    factor: float
+    effect: float
+    effect_sd: float
+    ideal: float
+    resamples: int
+    fixed: tuple[float | None, float | None] = (None, None)
+
+
+@dataclasses.dataclass(frozen=True)
 class Criterion:
     metric: str
     min: float | None = None
     max: float | None = None
+    noise: NoiseLimit | None = None
 
     def check(self, value: float | None) -> str | None:
         """None when ``value`` is inside the range, else a short reason."""
@@ -52,10 +76,13 @@ class Criterion:
     def describe(self) -> str:
         parts = []
         if self.min is not None:
-            parts.append(f">= {self.min:g}")
+            parts.append(f">= {self.min:.4g}")
         if self.max is not None:
-            parts.append(f"<= {self.max:g}")
-        return f"{self.metric} {' and '.join(parts)}"
+            parts.append(f"<= {self.max:.4g}")
+        text = f"{self.metric} {' and '.join(parts)}"
+        if self.noise is not None:
+            text += f" ({self.noise.factor:g} x counting-noise effect {self.noise.effect:.3g})"
+        return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,36 +101,77 @@ class Tolerances:
     """
 
     def __init__(self, config: Mapping[str, Mapping[str, Any]] | None, *,
-                 not_applicable: Iterable[str] = ()) -> None:
+                 not_applicable: Iterable[str] = (),
+                 noise: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self.config = dict(config or {})
         self.not_applicable = frozenset(not_applicable)
+        self.noise = dict(noise or {})
         criteria = []
+        #: metrics with a noise-referenced range but no usable reference (fixed range used)
+        self.noise_missing: dict[str, str] = {}
         for metric, spec in (config or {}).items():
             if spec is None:  # `technique.tolerances.recon_psnr=null` switches a criterion off
                 continue
-            if not isinstance(spec, Mapping) or not set(spec) <= {"min", "max"} or not spec:
+            if not isinstance(spec, Mapping) or not set(spec) <= {"min", "max", "noise"} or not spec:
                 raise ConfigError(
-                    f"tolerance {metric!r}: expected a mapping with 'min' and/or 'max', got {spec!r}"
+                    f"tolerance {metric!r}: expected a mapping with 'min', 'max' and/or 'noise', got {spec!r}"
                 )
-            bounds = {}
-            for key in ("min", "max"):
-                value = spec.get(key)
-                if value is not None:
-                    try:
-                        bounds[key] = float(value)
-                    except (TypeError, ValueError):
-                        raise ConfigError(
-                            f"tolerance {metric}.{key}: expected a number, got {value!r}"
-                        ) from None
-            criteria.append(Criterion(metric, **bounds))
+            bounds = {key: _number(metric, key, spec.get(key)) for key in ("min", "max", "noise")}
+            if bounds["noise"] is not None and not bounds["noise"] > 0:
+                raise ConfigError(f"tolerance {metric}.noise: expected a factor > 0, got {spec['noise']!r}")
+            criterion = self._criterion(metric, bounds)
+            if criterion is not None:
+                criteria.append(criterion)
         self._all: tuple[Criterion, ...] = tuple(criteria)
         # Criteria whose metric is undefined on this dataset even for the raw data against
         # itself (no powder peak in an empty-beam frame): not checked, still recorded.
         self.criteria: tuple[Criterion, ...] = tuple(c for c in criteria if c.metric not in self.not_applicable)
 
+    def _criterion(self, metric: str, bounds: Mapping[str, float | None]) -> Criterion | None:
+        lo, hi, factor = bounds["min"], bounds["max"], bounds["noise"]
+        if factor is None:
+            return Criterion(metric, lo, hi)
+        ref = self.noise.get(metric)
+        effect = None if ref is None else ref.get("effect")
+        if effect is None or not math.isfinite(effect) or not math.isfinite(ref.get("ideal", math.nan)):
+            self.noise_missing[metric] = "no noise reference" if ref is None else "undefined on the re-samplings"
+            if lo is None and hi is None:
+                return None  # noise-only criterion without a reference: nothing to check
+            return Criterion(metric, lo, hi)
+        ideal, allowed = float(ref["ideal"]), factor * float(effect)
+        two_sided = (lo is None) == (hi is None)
+        limit = NoiseLimit(factor=factor, effect=float(effect), effect_sd=float(ref.get("effect_sd", math.nan)),
+                           ideal=ideal, resamples=int(ref.get("resamples", 0)), fixed=(lo, hi))
+        return Criterion(metric, ideal - allowed if (lo is not None or two_sided) else None,
+                         ideal + allowed if (hi is not None or two_sided) else None, noise=limit)
+
     def without(self, metrics: Iterable[str]) -> "Tolerances":
         """The same tolerances with ``metrics`` marked not applicable (skipped by checks)."""
-        return Tolerances(self.config, not_applicable=self.not_applicable | set(metrics))
+        return Tolerances(self.config, not_applicable=self.not_applicable | set(metrics), noise=self.noise)
+
+    def with_noise(self, noise: Mapping[str, Mapping[str, float]]) -> "Tolerances":
+        """The same tolerances with counting-noise effects ``{metric: {effect, effect_sd, ideal,
+        resamples}}``: criteria with a ``noise`` factor take their range from them."""
+        return Tolerances(self.config, not_applicable=self.not_applicable, noise=noise)
+
+    @property
+    def noise_factors(self) -> dict[str, float]:
+        """Metrics configured with a noise-referenced range, and their factor."""
+        return {m: float(s["noise"]) for m, s in self.config.items() if isinstance(s, Mapping) and s.get("noise")}
+
+    def noise_limits(self) -> dict[str, dict[str, Any]]:
+        """Per noise-referenced criterion: the noise effect, the derived range, the fixed one."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self._all:
+            if c.noise is not None:
+                out[c.metric] = {"factor": c.noise.factor, "noise_effect": c.noise.effect,
+                                 "noise_effect_se": c.noise.effect_sd, "ideal": c.noise.ideal,
+                                 "min": c.min, "max": c.max, "fixed_min": c.noise.fixed[0],
+                                 "fixed_max": c.noise.fixed[1], "resamples": c.noise.resamples}
+        for metric, why in self.noise_missing.items():
+            if metric not in self.not_applicable:
+                out[metric] = {"factor": self.noise_factors.get(metric), "fixed_used": why}
+        return out
 
     def check(self, metrics: Mapping[str, float]) -> Verdict:
         failures = [reason for c in self.criteria if (reason := c.check(metrics.get(c.metric)))]
@@ -117,15 +185,27 @@ class Tolerances:
 
     def missing(self, metrics: Mapping[str, float]) -> list[str]:
         """Criteria whose metric no evaluator produces (a configuration mistake)."""
-        return [c.metric for c in self._all if c.metric not in metrics]
+        return [m for m, spec in self.config.items() if spec is not None and m not in metrics]
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        """Every configured criterion (not-applicable ones included: datasets measured under
-        the same configuration combine)."""
-        return {
-            c.metric: {k: v for k, v in (("min", c.min), ("max", c.max)) if v is not None}
-            for c in self._all
-        }
+        """Every configured criterion as configured (not-applicable ones included, noise factors
+        rather than the ranges derived from one dataset's noise: datasets measured under the
+        same configuration combine)."""
+        out = {}
+        for metric, spec in self.config.items():
+            if spec is None:
+                continue
+            out[metric] = {k: float(spec[k]) for k in ("min", "max", "noise") if spec.get(k) is not None}
+        return out
 
     def __iter__(self):
         return iter(self.criteria)
+
+
+def _number(metric: str, key: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"tolerance {metric}.{key}: expected a number, got {value!r}") from None

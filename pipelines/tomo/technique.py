@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.errors import ConfigError
+from lossbound.core.noise import poisson_resample
 from pipelines import TECHNIQUES, simfiles
 from pipelines.base import Dataset, Result, Technique
 from pipelines.tomo import io as tomo_io
@@ -264,6 +265,17 @@ class TomoTechnique(Technique):
             out["recon_even"] = recon.reconstruct(sinos[:, 0::2], theta[0::2], **opts)
             out["recon_odd"] = recon.reconstruct(sinos[:, 1::2], theta[1::2], **opts)
         return out
+
+    def noise_model(self, data: Dataset) -> str:
+        """Projections are ADU over the dark level: ``dark + g * Poisson((x - dark) / g)`` with the
+        dataset's ``adu_per_photon`` g (float data included, e.g. the tooth's 4-pixel means)."""
+        return (f"dark + g*Poisson((projections - dark)/g), g = {data.meta.get('adu_per_photon', 1.0):g} ADU/photon "
+                f"(dataset.adu_per_photon), dark = mean of {data.meta.get('n_darks', '?')} darks")
+
+    def resample(self, data: Dataset, rng: np.random.Generator) -> Dataset:
+        dark = np.mean(data.arrays["darks"], axis=0, dtype=np.float64)
+        return data.with_payload(poisson_resample(data.payload_array, rng, valid=data.mask, offset=dark,
+                                                  adu_per_photon=float(data.meta.get("adu_per_photon", 1.0))))
 
     def preview(self, result: Result) -> dict[str, Any]:
         """The middle reconstructed slice and its index."""

@@ -1,0 +1,118 @@
+"""The spread of each downstream metric from counting statistics alone.
+
+The technique's pipeline runs on K re-measurements of the raw data drawn from its noise model
+(``Poisson(counts)`` for count data, a documented equivalent otherwise:
+:meth:`pipelines.base.Technique.resample`), and every evaluator compares each with the raw
+result exactly as it compares a compressed one. The *noise effect* of a metric is the mean
+``|metric - ideal|`` over the K re-samplings (ideal: the raw data against itself), with its
+standard error. A criterion with a ``noise`` factor ``f`` then allows the compression to
+change the metric by at most ``f`` times that (:class:`lossbound.study.tolerance.Tolerances`).
+
+Computed once per dataset, pipeline, evaluators and K (cached beside the raw results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from lossbound.core.errors import ConfigError, NotApplicable
+from lossbound.core.types import Dataset, Outcome
+from lossbound.study.cache import ResultCache
+from pipelines.base import Technique
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "on", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSettings:
+    """``technique.noise_reference``: ``mode`` auto (on where the technique has a noise model
+    for the data) | on (required) | off; ``resamples`` K; ``seed``."""
+
+    mode: str = "auto"
+    resamples: int = 5
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> "NoiseSettings":
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {"mode", "resamples", "seed"}
+        if unknown:
+            raise ConfigError(f"technique.noise_reference: unknown key(s) {', '.join(sorted(unknown))}; "
+                              f"expected mode, resamples, seed")
+        mode = {True: "on", False: "off"}.get(cfg.get("mode"), cfg.get("mode", "auto"))
+        if mode not in MODES:
+            raise ConfigError(f"technique.noise_reference.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        try:
+            k, seed = int(cfg.get("resamples", 5)), int(cfg.get("seed", 0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"technique.noise_reference: resamples and seed must be integers, got {cfg}") from None
+        if k < 2:
+            raise ConfigError(f"technique.noise_reference.resamples must be >= 2 (a spread needs two), got {k}")
+        return cls(mode, k, seed)
+
+
+def noise_effects(values: Mapping[str, list[float]], ideal: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Per metric: mean and standard error of ``|value - ideal|`` over the re-samplings
+    (NaN where the metric is undefined on any of them)."""
+    out = {}
+    for metric, vals in values.items():
+        v = np.asarray(vals, dtype=np.float64)
+        ref = ideal.get(metric, math.nan)
+        if v.size == 0 or not np.isfinite(v).all() or not math.isfinite(ref):
+            effect = sd = math.nan
+        else:
+            damage = np.abs(v - ref)
+            effect = float(damage.mean())
+            sd = float(damage.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+        out[metric] = {"effect": effect, "effect_sd": sd, "ideal": float(ref), "resamples": int(v.size)}
+    return out
+
+
+def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
+            evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings) -> dict[str, Any]:
+    """Run the pipeline and the evaluators on ``settings.resamples`` re-measurements of ``raw``."""
+    model = technique.noise_model(raw.data)
+    rng = np.random.default_rng(settings.seed)
+    values: dict[str, list[float]] = {}
+    t0 = time.perf_counter()
+    for i in range(settings.resamples):
+        data: Dataset = technique.resample(raw.data, rng)
+        metrics = evaluate(Outcome(data, technique.run(data, prepared)))
+        for k, v in metrics.items():
+            values.setdefault(k, []).append(float(v))
+        log.info("noise reference of %s: re-sampling %d/%d done", raw.data.name, i + 1, settings.resamples)
+    seconds = time.perf_counter() - t0
+    return {"model": model, "resamples": settings.resamples, "seed": settings.seed, "seconds": seconds,
+            "seconds_per_resample": seconds / settings.resamples, "values": values}
+
+
+def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
+                    evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings, *,
+                    cache: ResultCache, key: Mapping[str, Any]) -> dict[str, Any]:
+    """The noise reference of ``raw`` (cached under ``key`` + the settings), or
+    ``{"unavailable": reason}`` when the technique has no noise model for the data and the
+    mode is auto (mode on: a ConfigError)."""
+    if settings.mode == "off":
+        return {"unavailable": "technique.noise_reference.mode=off"}
+    try:
+        technique.noise_model(raw.data)
+    except NotApplicable as exc:
+        if settings.mode == "on":
+            raise ConfigError(f"technique.noise_reference.mode=on but {exc}") from None
+        log.warning("no counting-noise reference: %s (fixed tolerances apply)", exc)
+        return {"unavailable": str(exc)}
+    doc, hit = cache.get_or_compute_json(
+        {"noise_reference": dataclasses.asdict(settings), **key},
+        lambda: measure(technique, raw, prepared, evaluate, settings))
+    doc = dict(doc, cached=hit)
+    if not hit:
+        log.info("noise reference of %s: %d re-samplings in %.1f s (%s)", raw.data.name, doc["resamples"],
+                 doc["seconds"], doc["model"])
+    return doc

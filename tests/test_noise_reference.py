@@ -1,0 +1,112 @@
+"""Noise-referenced tolerances: Poisson re-measurement, noise effects, derived ranges."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lossbound.core.errors import ConfigError, NotApplicable
+from lossbound.core.noise import is_counts, poisson_resample
+from lossbound.core.types import Dataset
+from lossbound.study.noise_reference import NoiseSettings, noise_effects
+from lossbound.study.tolerance import Tolerances
+from pipelines import TECHNIQUES
+
+
+def test_poisson_resample_has_the_counting_variance_and_keeps_defects():
+    rng = np.random.default_rng(1)
+    frame = np.full((200, 200), 400, dtype=np.int32)
+    frame[0, :] = -1                     # module gap sentinel
+    frame[1, 0] = -2                     # bad pixel
+    valid = frame >= 0
+    draws = np.stack([poisson_resample(frame, rng, valid=valid) for _ in range(4)])
+    assert draws.dtype == np.int32
+    assert (draws[:, 0, :] == -1).all() and (draws[:, 1, 0] == -2).all()
+    v = draws[:, 2:, :].astype(float)
+    assert abs(v.mean() - 400) < 1.0
+    assert abs(v.var() / 400 - 1) < 0.03          # Var = counts
+    assert not np.array_equal(draws[0], draws[1])
+
+
+def test_poisson_resample_with_gain_and_dark_offset_on_float_data():
+    rng = np.random.default_rng(2)
+    g, dark = 0.25, 100.0
+    x = np.full((100, 100), dark + 1000.0, dtype=np.float32)   # 1000 ADU = 4000 photons
+    y = poisson_resample(x, rng, offset=dark, adu_per_photon=g)
+    assert y.dtype == np.float32
+    assert abs(y.mean() - x.mean()) < 0.5
+    assert abs(y.var() / (g * 1000.0) - 1) < 0.05             # Var = g * signal (ADU^2)
+    assert np.allclose((y - dark) / g, np.round((y - dark) / g), atol=1e-3)   # whole photons
+
+
+def test_counts_are_recognised_and_other_data_are_not():
+    assert is_counts(np.array([0, 3, 7], dtype=np.uint16))
+    assert is_counts(np.array([[-1, 3], [7, 0]], dtype=np.int32), np.array([[False, True], [True, True]]))
+    assert not is_counts(np.array([-1, 3], dtype=np.int32))
+    assert not is_counts(np.array([0.5, 3.0], dtype=np.float32))
+    assert is_counts(np.array([1.0, 3.0], dtype=np.float32))
+
+
+def test_a_technique_without_a_model_for_non_count_data_says_why():
+    azint = TECHNIQUES.get("azint")({})
+    data = Dataset(name="f", arrays={"frames": np.full((1, 4, 4), 0.5, np.float32)}, payload="frames", source="x")
+    with pytest.raises(NotApplicable, match="not photon counts"):
+        azint.noise_model(data)
+
+
+def test_tomography_models_float_projections_with_the_declared_gain():
+    tomo = TECHNIQUES.get("tomo")({})
+    rng = np.random.default_rng(0)
+    proj = np.full((4, 2, 8), 5100.25, np.float32)
+    data = Dataset(name="t", arrays={"projections": proj, "darks": np.full((3, 2, 8), 100.0, np.float32)},
+                   payload="projections", source="x", meta={"adu_per_photon": 0.25, "n_darks": 3})
+    assert "g = 0.25" in tomo.noise_model(data)
+    out = tomo.resample(data, rng).payload_array
+    assert out.dtype == np.float32 and out.shape == proj.shape and not np.array_equal(out, proj)
+    assert np.allclose((out - 100) * 4, np.round((out - 100) * 4), atol=1e-2)
+
+
+def test_noise_effect_is_the_mean_distance_from_the_ideal():
+    eff = noise_effects({"f1": [0.9, 0.8], "nan": [1.0, math.nan]}, {"f1": 1.0, "nan": 1.0})
+    assert eff["f1"]["effect"] == pytest.approx(0.15) and eff["f1"]["resamples"] == 2
+    assert eff["f1"]["effect_sd"] == pytest.approx(0.05)   # std(ddof=1) 0.0707 / sqrt(2)
+    assert math.isnan(eff["nan"]["effect"])
+
+
+def test_noise_factor_replaces_the_fixed_range_only_where_a_reference_exists():
+    config = {"f1": {"min": 0.95, "noise": 0.5}, "shift": {"max": 0.1, "noise": 0.5},
+              "bias": {"min": -0.1, "max": 0.1}, "only_noise": {"noise": 1.0}}
+    fixed = Tolerances(config)
+    assert {c.metric: (c.min, c.max) for c in fixed} == {"f1": (0.95, None), "shift": (None, 0.1),
+                                                          "bias": (-0.1, 0.1)}
+    assert fixed.noise_factors == {"f1": 0.5, "shift": 0.5, "only_noise": 1.0}
+    noise = {"f1": {"effect": 0.2, "effect_sd": 0.01, "ideal": 1.0, "resamples": 4},
+             "shift": {"effect": math.nan, "ideal": 0.0}, "only_noise": {"effect": 0.3, "ideal": 0.0}}
+    tol = fixed.with_noise(noise)
+    ranges = {c.metric: (c.min, c.max) for c in tol}
+    assert ranges["f1"] == (pytest.approx(0.9), None)                      # 1 - 0.5 * 0.2
+    assert ranges["shift"] == (None, 0.1)                                  # undefined effect: fixed
+    assert ranges["only_noise"] == (pytest.approx(-0.3), pytest.approx(0.3))   # no side given: both
+    assert not tol.check({"f1": 0.89, "shift": 0, "bias": 0, "only_noise": 0}).passed
+    assert tol.check({"f1": 0.91, "shift": 0, "bias": 0, "only_noise": 0.29}).passed
+    limits = tol.noise_limits()
+    assert limits["f1"]["noise_effect"] == 0.2 and limits["f1"]["fixed_min"] == 0.95
+    assert limits["shift"]["fixed_used"] == "undefined on the re-samplings"
+    # what combines datasets is the configuration, not one dataset's derived numbers
+    assert tol.as_dict() == fixed.as_dict() and tol.as_dict()["f1"] == {"min": 0.95, "noise": 0.5}
+    assert "0.5 x counting-noise effect" in next(c for c in tol if c.metric == "f1").describe()
+
+
+@pytest.mark.parametrize("bad", [{"min": 1, "noise": 0}, {"noise": "half"}, {"min": 1, "sigma": 2}])
+def test_a_bad_noise_factor_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="tolerance 'x'|tolerance x"):
+        Tolerances({"x": bad})
+
+
+def test_noise_settings_are_checked():
+    assert NoiseSettings.from_config({"mode": "auto", "resamples": 3}).resamples == 3
+    assert NoiseSettings.from_config({"mode": False}).mode == "off"
+    for bad in ({"mode": "sometimes"}, {"resamples": 1}, {"k": 4}, {"resamples": "many"}):
+        with pytest.raises(ConfigError, match="noise_reference"):
+            NoiseSettings.from_config(bad)

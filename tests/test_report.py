@@ -1,0 +1,121 @@
+"""The expert report and what the thresholds file carries for it: noise reference, feasibility,
+needed ratio, review status. Checked in headless Chromium as a person sees it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import yaml
+
+from browser import inspect_page, png_size, require_browser
+from conftest import ROOT, compose, small_sim_overrides
+from lossbound.study.report import criterion_use, ratio_at
+from lossbound.study.signoff import record_review, review_status, runs_behind
+from lossbound.study.thresholds import feasibility
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    import evaluate
+
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "search=grid", "sweep.bounds=[2,32,512]",
+                                              "technique.noise_reference.resamples=3",
+                                              "acquisition.detector_rate_gbps=2.5"])
+    return tmp, evaluate.run(cfg)
+
+
+def test_thresholds_file_carries_noise_reference_feasibility_and_needed_ratio(study):
+    tmp, res = study
+    doc = yaml.safe_load(res.thresholds_path.read_text())
+    assert doc["needed_ratio"] == 10.0 and doc["acquisition"] == {"peak_gbps": 16.0, "detector_gbps": 2.5}
+    entry = doc["datasets"]["sim_tomo"]
+    noise = entry["noise_reference"]
+    assert noise["resamples"] == 3 and "Poisson" in noise["model"] and noise["seconds"] > 0
+    dice = noise["limits"]["seg_dice_min"]
+    assert dice["fixed_min"] == 0.99 and 0 < dice["noise_effect"] < 0.5
+    assert entry["limits"]["seg_dice_min"]["min"] == pytest.approx(1.0 - 0.5 * dice["noise_effect"])
+    assert entry["limits"]["recon_error_to_noise"] == {"min": None, "max": 0.5}   # the half-set criterion stays
+    for name, e in [*entry["codecs"].items(), *entry["baselines"].items()]:
+        f = e.get("feasibility")
+        if e.get("compress_mbps"):
+            assert f["cores_for_peak"] == -(-16000 // f["compress_mbps_single_core"]), name
+            assert f["cores_for_detector"] >= 1
+    for name, e in doc["codecs"].items():
+        assert e["review"]["status"] == "unreviewed", name
+    # the study run logs the noise effect beside the range derived from it
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
+    metrics = client.get_run(entry["mlflow_study_run_id"]).data.metrics
+    assert metrics["noise.seg_dice_min.noise_effect"] == pytest.approx(dice["noise_effect"])
+    # computed once per dataset: cached beside the raw results for later studies and workers
+    assert len(list((tmp / "runs" / "cache").glob("*.json"))) == 1
+
+
+def test_report_renders_in_chromium_with_every_plot_and_shows_a_sign_off(study, tmp_path):
+    require_browser()
+    tmp, res = study
+    report = tmp / "runs" / "reports" / "tomo.html"
+    assert report.exists()
+    check = inspect_page(report, screenshot=tmp_path / "tomo_report.png")
+    assert check.images_total >= 4, check            # two codecs, the front, the gain plot
+    assert check.images_loaded == check.images_total and not check.broken_images, check.broken_images
+    assert not check.console_errors, check.console_errors
+    for section in ("Recommendation", "Thresholds", "counting-noise reference", "Each criterion against the bound",
+                    "Ratio versus quality", "Acquisition feasibility", "How much do we gain"):
+        assert section in check.text, section
+    assert "unreviewed" in check.text and "limiting dataset" in check.text
+    assert png_size(check.screenshot)[1] > 2000      # the whole page, kept beside the test's tmp files
+    # approve, rebuild with the command: the status shows
+    doc = yaml.safe_load(res.thresholds_path.read_text())
+    codec = next(c for c, e in doc["codecs"].items() if e["bound"] is not None)
+    record_review(res.thresholds_path, codec, decision="approve", reviewer="ada", note="checked against the FRC",
+                  authenticated=False, runs=runs_behind(doc, codec))
+    proc = subprocess.run([sys.executable, "-m", "lossbound.report", "tomo", "--runs-dir", str(tmp / "runs")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check = inspect_page(report, screenshot=tmp_path / "tomo_report_approved.png")
+    assert "approved by ada" in check.text and not check.console_errors
+
+
+def test_report_command_names_a_missing_thresholds_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lossbound.report", "nosuch", "--runs-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "nosuch.yaml" in proc.stderr
+
+
+def test_a_changed_tolerance_makes_an_approval_stale(study):
+    tmp, res = study
+    import evaluate
+
+    doc = yaml.safe_load(res.thresholds_path.read_text())
+    codec = next(c for c, e in doc["codecs"].items() if e["bound"] is not None)
+    record_review(res.thresholds_path, codec, decision="approve", reviewer="ada", note="", authenticated=False,
+                  runs=runs_behind(doc, codec))
+    assert review_status(yaml.safe_load(res.thresholds_path.read_text()), codec)["status"] == "approved"
+    evaluate.run(compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "search=grid", "sweep.bounds=[2,32,512]",
+                                                     "technique.noise_reference.resamples=3",
+                                                     "technique.tolerances.frc_resolution_change.max=0.2"]))
+    doc = yaml.safe_load(res.thresholds_path.read_text())
+    assert doc["codecs"][codec]["review"]["status"] == "stale"
+    assert doc["reviews"][codec]["reviewer"] == "ada"      # kept, shown stale
+
+
+def test_feasibility_and_criterion_use():
+    assert feasibility(250.0, {"peak": 16.0, "detector": 1.0}) == {
+        "compress_mbps_single_core": 250.0, "cores_for_peak": 64, "cores_for_detector": 4}
+    assert feasibility(None, {"peak": 16.0}) is None and feasibility(0.0, {"peak": 16.0}) is None
+    assert criterion_use(0.995, ideal=1.0, lo=0.99, hi=None) == pytest.approx(0.5)
+    assert criterion_use(0.3, ideal=0.0, lo=None, hi=0.2) == pytest.approx(1.5)
+    assert criterion_use(1.0, ideal=1.0, lo=1.0, hi=None) == 0.0
+
+
+def test_ratio_at_a_bound_not_tested_takes_the_next_less_lossy_value():
+    from lossbound.core.types import PointResult
+
+    pts = [PointResult(point_id=str(v), label="", setting={"codec": "sz3", "value": v}, lossy=True,
+                       codec={"ratio": r}) for v, r in ((2, 3.0), (8, 6.0), (32, 12.0))]
+    assert ratio_at(pts, 8) == 6.0 and ratio_at(pts, 20) == 6.0 and ratio_at(pts, 1) is None
+    assert ratio_at(pts, 20, grows=False) == 12.0
