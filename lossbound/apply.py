@@ -47,6 +47,7 @@ from compressors import CodecSetting, read_payload, write_payload
 # The round trip's own bound check, so that applying and measuring agree to the last ulp.
 from compressors.hdf5 import check_bound, skipped_chunks
 from compressors.store import MASK_SUFFIX, VALUES_SUFFIX
+from lossbound.core.cli import OneLineParser, first_line
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.study import signoff
 from lossbound.study.export import codec_config, needs_write_payload
@@ -179,7 +180,12 @@ def select_entry(doc: Mapping[str, Any], codec: str, *, from_dataset: str | None
     return dict(entry)
 
 
-def _gate(doc: Mapping[str, Any], codec: str, *, allow_unreviewed: bool, path: Path) -> str:
+def _gate(doc: Mapping[str, Any], codec: str, *, allow_unreviewed: bool, path: Path,
+          from_dataset: str | None = None) -> str:
+    if from_dataset is not None and not allow_unreviewed:
+        # experts sign off the combined threshold; one dataset's own bound is more lossy
+        raise InputError(f"{path}: --from-dataset {from_dataset}: reviews cover the combined threshold of "
+                         f"{codec!r}, not one dataset's own; expected no --from-dataset, or --allow-unreviewed")
     status = signoff.require_approved(doc, codec, allow_unreviewed=allow_unreviewed, path=path)
     if status["status"] != "approved":
         who = f" by {status['reviewer']}" if status.get("reviewer") else ""
@@ -208,7 +214,7 @@ def export_config(thresholds: Path, codec: str, *, from_dataset: str | None = No
     thresholds = Path(thresholds)
     doc = signoff.load_document(thresholds)
     entry = select_entry(doc, codec, from_dataset=from_dataset, path=thresholds)
-    status = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds)
+    status = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds, from_dataset=from_dataset)
     try:
         config = codec_config(entry)
     except ConfigError as exc:
@@ -412,7 +418,7 @@ class _Copier:
                 return h5py.h5r.create(self.dst.id, name, h5py.h5r.DATASET_REGION, space)
             name = self.src[ref].name
         except (KeyError, ValueError, OSError, RuntimeError) as exc:  # a dangling reference in the input
-            log.warning("%s: a reference that points nowhere (%s) is left null", self.src.filename, _first_line(exc))
+            log.warning("%s: a reference that points nowhere (%s) is left null", self.src.filename, first_line(exc))
             return h5py.h5r.Reference()
         if name is None or name not in self.dst:
             log.warning("%s: a reference to an unnamed object is left null", self.src.filename)
@@ -489,10 +495,6 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
         raise InputError(f"{dst}: its folder {dst.parent} does not exist")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, dataset: str | None = None,
                     from_dataset: str | None = None, allow_unreviewed: bool = False, poni: Path | None = None,
                     overwrite: bool = False) -> ApplyReport:
@@ -533,7 +535,7 @@ def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, datas
     thresholds, src, dst = Path(thresholds), Path(src), Path(dst)
     doc = signoff.load_document(thresholds)
     entry = select_entry(doc, codec, from_dataset=from_dataset, path=thresholds)
-    review = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds)
+    review = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds, from_dataset=from_dataset)
     setting = _setting(entry, thresholds)
     _check_paths(src, dst, overwrite=overwrite)
     spec = setting.spec
@@ -566,7 +568,7 @@ def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, datas
             try:
                 data = ds[()]
             except (OSError, ValueError) as exc:
-                raise InputError(f"{src}:{payload}: cannot read ({_first_line(exc)})") from None
+                raise InputError(f"{src}:{payload}: cannot read ({first_line(exc)})") from None
             cutoff = ds.attrs.get("count_cutoff")
             cutoff = float(cutoff) if cutoff is not None and np.size(cutoff) == 1 else None
             valid = detector_valid(data, count_cutoff=cutoff)
@@ -705,7 +707,7 @@ def verify_payload(path: Path, payload: str, original: np.ndarray, setting: Code
 
 # -- command line -----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m lossbound.apply",
         description="Write an HDF5 file's detector frames through an approved LossBound threshold "
                     "(every other object copied), or --export the codec configuration.")
@@ -728,8 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not logging.getLogger().handlers:  # run as a program: our notes, others' warnings (not hdf5plugin's info)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
         logging.getLogger("lossbound").setLevel(logging.INFO)
-    args = _parser().parse_intermixed_args(argv)
     try:
+        args = _parser().parse_intermixed_args(argv)
         if args.export:
             if args.files:
                 raise InputError(f"--export takes no IN.h5/OUT.h5, got {' '.join(map(str, args.files))}")
@@ -746,13 +748,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  from_dataset=args.from_dataset, allow_unreviewed=args.allow_unreviewed,
                                  poni=args.poni, overwrite=args.overwrite)
     except InputError as exc:
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_INPUT
     except VerificationError as exc:
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_VERIFY
     except OSError as exc:  # disk full, permissions on OUT's folder
-        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_VERIFY
     print(report.summary())
     return 0

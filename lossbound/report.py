@@ -6,28 +6,26 @@ Options: ``--runs-dir`` (default: the project's ``runs``).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from lossbound.core.cli import OneLineParser, first_line
 from lossbound.core.errors import InputError
 from lossbound.study.report import write_report
-from lossbound.study.signoff import load_document
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lossbound.report", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m lossbound.report", description=__doc__.splitlines()[0])
     parser.add_argument("technique")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
-    args = parser.parse_args(argv)
-    path = args.runs_dir / "thresholds" / f"{args.technique}.yaml"
     try:
-        load_document(path)  # one line naming the file when it is missing or not ours
+        args = parser.parse_args(argv)
+        path = args.runs_dir / "thresholds" / f"{args.technique}.yaml"
         out = write_report(path, journal_dir=args.runs_dir / "journal", reports_dir=args.runs_dir / "reports")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (InputError, OSError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     print(out)
     return 0

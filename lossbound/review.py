@@ -31,9 +31,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from lossbound.core.cli import OneLineParser, UsageError, first_line
 from lossbound.core.errors import InputError
 from lossbound.study import signoff
-from lossbound.study.tracking import _TAG_MAX, _retry
+from lossbound.study.tracking import TAG_MAX, retry
 from lossbound.study.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,20 +44,11 @@ _TAG_KEYS = ("decision", "reviewer", "date", "note", "authenticated", "codec", "
 _PAST = {"approve": "approved", "reject": "rejected"}
 
 
-class _UsageError(Exception):
-    """argparse's complaint, turned into one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lossbound.review",
+    parser = OneLineParser(prog="python -m lossbound.review",
                      description="Approve or reject a codec's threshold (tags its MLflow runs, records it in the "
                                  "thresholds file), or show every codec's review status.")
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     for action in ("approve", "reject", "status"):
         p = sub.add_parser(action, help={"approve": "approve a codec's threshold",
                                          "reject": "reject a codec's threshold",
@@ -195,14 +187,14 @@ def tag_runs(uri: str, run_ids: Sequence[str], tags: Mapping[str, str], *, user:
     previous: dict[str, dict[str, str]] = {}
     for rid in run_ids:
         try:
-            run = _retry(client.get_run, rid)
+            run = retry(client.get_run, rid)
         except MlflowException as exc:
             raise InputError(_describe_failure(exc, user=user, run_id=rid, experiment="(unknown)", uri=uri,
                                               doing="reading")) from None
         eid = run.info.experiment_id
         if eid not in experiments:
             try:
-                experiments[eid] = f"{_retry(client.get_experiment, eid).name!r} (id {eid})"
+                experiments[eid] = f"{retry(client.get_experiment, eid).name!r} (id {eid})"
             except MlflowException:
                 experiments[eid] = f"id {eid}"
         previous[rid] = {k: run.data.tags.get(k) for k in tags}
@@ -210,7 +202,7 @@ def tag_runs(uri: str, run_ids: Sequence[str], tags: Mapping[str, str], *, user:
     done: list[str] = []
     for rid in run_ids:
         try:
-            _retry(client.log_batch, rid, tags=[RunTag(k, v) for k, v in tags.items()])
+            retry(client.log_batch, rid, tags=[RunTag(k, v) for k, v in tags.items()])
         except MlflowException as exc:
             msg = _describe_failure(exc, user=user, run_id=rid, experiment=experiments[previous[rid]["_experiment"]],
                                     uri=uri)
@@ -232,10 +224,10 @@ def _restore(client, previous: Mapping[str, Mapping[str, str | None]]) -> list[s
         try:
             back = [RunTag(k, v) for k, v in old.items() if not k.startswith("_") and v is not None]
             if back:
-                _retry(client.log_batch, rid, tags=back)
+                retry(client.log_batch, rid, tags=back)
             for k, v in old.items():
                 if not k.startswith("_") and v is None:
-                    _retry(client.delete_tag, rid, k)
+                    retry(client.delete_tag, rid, k)
         except MlflowException:
             failed.append(rid)
     return failed
@@ -276,7 +268,7 @@ def decide(args: argparse.Namespace) -> int:
         "note": args.note or "", "authenticated": "true" if authenticated else "false",
         "codec": args.codec, "fingerprint": fp,
     }
-    undo = tag_runs(uri, runs, {TAG_PREFIX + k: str(values[k])[:_TAG_MAX] for k in _TAG_KEYS}, user=name)
+    undo = tag_runs(uri, runs, {TAG_PREFIX + k: str(values[k])[:TAG_MAX] for k in _TAG_KEYS}, user=name)
     try:
         signoff.record_review(path, args.codec, decision=decision, reviewer=name, note=args.note or "",
                               authenticated=authenticated, runs=runs, expected_fingerprint=fp, date=values["date"])
@@ -297,7 +289,12 @@ def _rebuild_report(path: Path) -> None:
     """The technique's report shows review statuses: rebuild it where the study wrote one."""
     runs_dir = path.parent.parent
     if (runs_dir / "reports" / f"{path.stem}.html").exists():
-        out = write_report(path, journal_dir=runs_dir / "journal", reports_dir=runs_dir / "reports")
+        try:
+            out = write_report(path, journal_dir=runs_dir / "journal", reports_dir=runs_dir / "reports")
+        except (InputError, OSError) as exc:  # the decision is recorded; the report can be rebuilt later
+            print(f"warning: report not updated ({first_line(exc)}); python -m lossbound.report {path.stem}",
+                  file=sys.stderr)
+            return
         print(f"report updated: {out}")
 
 
@@ -353,11 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return show_status(args) if args.action == "status" else decide(args)
-    except _UsageError as exc:
-        print(f"error: {exc} (python -m lossbound.review --help)", file=sys.stderr)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except InputError as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
     except MlflowException as exc:
         print(f"error: MLflow: {str(exc).splitlines()[0][:300]}", file=sys.stderr)

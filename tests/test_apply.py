@@ -403,9 +403,12 @@ def test_export_prints_the_codec_configuration(approved, tmp_path, capsys):
     assert config["hdf5plugin"] == {"class": "SZ3", "kwargs": {"absolute": 2.0}}
     assert config["filter_id"] == 32024 and config["transform"] is None and config["review"] == "approved"
     assert config["cd_values"] == list(hdf5plugin.SZ3(absolute=2.0).filter_options)
-    assert main([str(th), "--codec", "sz3", "--export", "--from-dataset", "frames"]) == 0
+    # one dataset's own threshold was never signed off (reviews cover the combined one)
+    assert main([str(th), "--codec", "sz3", "--export", "--from-dataset", "frames"]) == 2
+    assert "reviews cover the combined threshold" in capsys.readouterr().err
+    assert main([str(th), "--codec", "sz3", "--export", "--from-dataset", "frames", "--allow-unreviewed"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["bound"] == 2
-    assert main([str(th), "--codec", "sz3", "--export", "--from-dataset", "tooth"]) == 2
+    assert main([str(th), "--codec", "sz3", "--export", "--from-dataset", "tooth", "--allow-unreviewed"]) == 2
     assert "no dataset 'tooth' in the thresholds file; expected one of: frames" in capsys.readouterr().err
 
 

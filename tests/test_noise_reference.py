@@ -98,6 +98,27 @@ def test_noise_factor_replaces_the_fixed_range_only_where_a_reference_exists():
     assert "0.5 x counting-noise effect" in next(c for c in tol if c.metric == "f1").describe()
 
 
+def test_a_noise_effect_too_uncertain_for_its_k_keeps_the_fixed_range():
+    noise = {"cell": {"effect": 0.0085, "effect_sd": 0.0084, "ideal": 0.0, "resamples": 4},
+             "f1": {"effect": 0.14, "effect_sd": 0.0015, "ideal": 1.0, "resamples": 4},
+             "hit": {"effect": 0.0, "effect_sd": 0.0, "ideal": 1.0, "resamples": 4}}
+    tol = Tolerances({"cell": {"max": 0.002, "noise": 0.5}, "f1": {"min": 0.95, "noise": 0.5},
+                      "hit": {"min": 1.0, "noise": 0.5}}).with_noise(noise, max_relative_se=0.5)
+    ranges = {c.metric: (c.min, c.max) for c in tol}
+    assert ranges["cell"] == (None, 0.002) and "too uncertain with K=4" in tol.noise_limits()["cell"]["fixed_used"]
+    assert ranges["f1"] == (pytest.approx(0.93), None)
+    assert ranges["hit"] == (1.0, None)            # noise never flips a call: no change allowed
+
+
+def test_tomography_without_a_gain_has_no_model_for_non_count_projections():
+    tomo = TECHNIQUES.get("tomo")({})
+    data = Dataset(name="t", arrays={"projections": np.full((2, 2, 4), 10.5, np.float32),
+                                     "darks": np.zeros((1, 2, 4), np.float32)}, payload="projections", source="x",
+                   meta={"adu_per_photon": 1.0, "adu_per_photon_given": False})
+    with pytest.raises(NotApplicable, match="declares no adu_per_photon"):
+        tomo.noise_model(data)
+
+
 @pytest.mark.parametrize("bad", [{"min": 1, "noise": 0}, {"noise": "half"}, {"min": 1, "sigma": 2}])
 def test_a_bad_noise_factor_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="tolerance 'x'|tolerance x"):
@@ -107,6 +128,6 @@ def test_a_bad_noise_factor_is_a_config_error(bad):
 def test_noise_settings_are_checked():
     assert NoiseSettings.from_config({"mode": "auto", "resamples": 3}).resamples == 3
     assert NoiseSettings.from_config({"mode": False}).mode == "off"
-    for bad in ({"mode": "sometimes"}, {"resamples": 1}, {"k": 4}, {"resamples": "many"}):
+    for bad in ({"mode": "sometimes"}, {"resamples": 1}, {"k": 4}, {"resamples": "many"}, {"max_relative_se": 0}):
         with pytest.raises(ConfigError, match="noise_reference"):
             NoiseSettings.from_config(bad)

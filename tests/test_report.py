@@ -79,6 +79,19 @@ def test_report_renders_in_chromium_with_every_plot_and_shows_a_sign_off(study, 
     assert "approved by ada" in check.text and not check.console_errors
 
 
+def test_a_stray_file_beside_the_thresholds_is_left_out_of_the_gain_table(study, caplog):
+    tmp, res = study
+    stray = res.thresholds_path.parent / "notes.yaml"
+    stray.write_text("- just a list\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lossbound.report", "tomo", "--runs-dir", str(tmp / "runs")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        stray.unlink()
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    assert "gain table leaves out" in proc.stderr and "notes.yaml" in proc.stderr
+
+
 def test_report_command_names_a_missing_thresholds_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lossbound.report", "nosuch", "--runs-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

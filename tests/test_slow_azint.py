@@ -10,6 +10,7 @@ import sys
 import mlflow
 import pytest
 
+from browser import inspect_page, require_browser
 from conftest import ROOT
 from lossbound.study.thresholds import load_thresholds
 
@@ -81,3 +82,22 @@ def test_profiles_with_sigma_residuals_are_mlflow_artifacts(azint_runs):
         assert study.info.experiment_id == exp.experiment_id
         assert "reduction_centre_half_pixel_max_dev_sigma" in study.data.metrics
 
+
+
+def test_noise_reference_on_count_frames_and_the_report_in_chromium(azint_runs, tmp_path):
+    """Every measured frame is counts: the Poisson reference is on by default; chi2 of one
+    re-measurement against the raw profile is about 1 where sigma is the counting noise."""
+    runs, _, _, _ = azint_runs
+    doc = load_thresholds(runs / "thresholds" / "azint.yaml")
+    for ds, entry in doc["datasets"].items():
+        noise = entry["noise_reference"]
+        assert noise["model"].startswith("Poisson(counts)") and noise["resamples"] == 10, ds
+        assert entry["limits"]["profile_chi2_red"]["max"] == pytest.approx(
+            0.25 * noise["limits"]["profile_chi2_red"]["noise_effect"]), ds
+    assert 0.7 < doc["datasets"]["sim_azint"]["noise_reference"]["limits"]["profile_chi2_red"]["noise_effect"] < 1.3
+    require_browser()
+    check = inspect_page(runs / "reports" / "azint.html", screenshot=tmp_path / "azint_report.png")
+    assert check.images_total >= 6 and check.images_loaded == check.images_total, check.broken_images
+    assert not check.console_errors, check.console_errors
+    for ds in doc["datasets"]:
+        assert ds in check.text

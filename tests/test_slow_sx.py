@@ -9,6 +9,7 @@ import sys
 import mlflow
 import pytest
 
+from browser import inspect_page, require_browser
 from conftest import ROOT
 from lossbound.study.thresholds import load_thresholds
 
@@ -47,3 +48,13 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
     assert all(p["codec"]["transform"] == "bragg_sparsify" and p["codec"]["transform_params"]["margin"] == 2
                for p in sparse)
     assert all(p["codec"]["masked_pixels_changed"] == 0 for p in points if p["status"] == "ok")
+    # counts: the Poisson reference is on, and its ranges are recorded beside the fixed ones
+    for ds, entry in doc["datasets"].items():
+        noise = entry["noise_reference"]
+        assert noise["model"].startswith("Poisson(counts)") and noise["resamples"] == 4, ds
+        assert noise["limits"]["spot_f1"]["factor"] == 0.5, ds   # derived, or the fixed range and why
+    require_browser()
+    check = inspect_page(runs / "reports" / "sx.html", screenshot=tmp_path / "sx_report.png")
+    assert check.images_total >= 4 and check.images_loaded == check.images_total, check.broken_images
+    assert not check.console_errors, check.console_errors
+    assert "How much do we gain" in check.text and "thaumatin" in check.text

@@ -128,6 +128,7 @@ def build_context(spec: ContextSpec) -> StudyContext:
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     evaluators = build_evaluators(tcfg.get("evaluators") or {})
     tolerances = Tolerances(tcfg.get("tolerances"))
+    noise_settings = NoiseSettings.from_config(tcfg.get("noise_reference"))  # checked before any work
     t0 = time.perf_counter()
     data = technique.load(spec.dataset)
 
@@ -170,11 +171,12 @@ def build_context(spec: ContextSpec) -> StudyContext:
     if tolerances.noise_factors:
         noise = noise_reference(
             technique, raw, prepared, lambda comp: _evaluate(evaluators, references, raw, comp),
-            NoiseSettings.from_config(tcfg.get("noise_reference")), cache=cache,
+            noise_settings, cache=cache,
             key={"dataset": data.checksum, "pipeline": technique.describe(),
                  "evaluators": tcfg.get("evaluators") or {}})
         if "values" in noise:
-            tolerances = tolerances.with_noise(noise_effects(noise["values"], raw_metrics))
+            tolerances = tolerances.with_noise(noise_effects(noise["values"], raw_metrics),
+                                               max_relative_se=noise_settings.max_relative_se)
     if not (v := tolerances.check(raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     return StudyContext(

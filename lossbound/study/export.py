@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from lossbound.study.thresholds import _plain, setting_for
+from lossbound.study.thresholds import plain, setting_for
 
 __all__ = ["codec_config", "create_dataset_kwargs", "needs_write_payload"]
 
@@ -122,17 +122,17 @@ def codec_config(entry: Mapping[str, Any]) -> dict[str, Any]:
         "bound": entry.get("bound"),
         "bound_kind": setting.bound_kind,
         "hdf5plugin": {"class": plugin.get("class") or setting.spec.plugin_class,
-                       "kwargs": _plain(plugin.get("kwargs") if plugin.get("kwargs") is not None
+                       "kwargs": plain(plugin.get("kwargs") if plugin.get("kwargs") is not None
                                         else setting.plugin_kwargs())},
         "filter_id": int(filt.filter_id),
         "cd_values": [int(v) for v in filt.filter_options],
         "cd_values_stored": [int(v) for v in entry.get("cd_values") or []],
         "chunks": list(chunks) if isinstance(chunks, tuple) else chunks,
-        "chunks_measured": _plain(entry.get("chunks")),
+        "chunks_measured": plain(entry.get("chunks")),
         "input_dtype": entry.get("input_dtype"),
         "detector_dtype": entry.get("detector_dtype"),
         "transform": setting.spec.transform,
-        "transform_params": _plain(setting.transform_params()),
+        "transform_params": plain(setting.transform_params()),
         "masked_pixels": "filled before compression; originals stored losslessly beside the payload "
                          "('<name>_mask', '<name>_masked_values') by compressors.write_payload",
     }

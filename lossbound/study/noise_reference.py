@@ -8,7 +8,8 @@ result exactly as it compares a compressed one. The *noise effect* of a metric i
 standard error. A criterion with a ``noise`` factor ``f`` then allows the compression to
 change the metric by at most ``f`` times that (:class:`lossbound.study.tolerance.Tolerances`).
 
-Computed once per dataset, pipeline, evaluators and K (cached beside the raw results).
+Computed once per dataset, pipeline, evaluators, noise model (with its parameters), K and seed,
+and cached beside the raw results when a cache folder is configured (``paths.cache_dir``).
 """
 from __future__ import annotations
 
@@ -38,14 +39,17 @@ class NoiseSettings:
     mode: str = "auto"
     resamples: int = 5
     seed: int = 0
+    # a noise effect known no better than this (standard error / effect) is no yardstick:
+    # its criterion keeps the fixed range
+    max_relative_se: float = 0.5
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "NoiseSettings":
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"mode", "resamples", "seed"}
+        unknown = set(cfg) - {"mode", "resamples", "seed", "max_relative_se"}
         if unknown:
             raise ConfigError(f"technique.noise_reference: unknown key(s) {', '.join(sorted(unknown))}; "
-                              f"expected mode, resamples, seed")
+                              f"expected mode, resamples, seed, max_relative_se")
         mode = {True: "on", False: "off"}.get(cfg.get("mode"), cfg.get("mode", "auto"))
         if mode not in MODES:
             raise ConfigError(f"technique.noise_reference.mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -55,7 +59,14 @@ class NoiseSettings:
             raise ConfigError(f"technique.noise_reference: resamples and seed must be integers, got {cfg}") from None
         if k < 2:
             raise ConfigError(f"technique.noise_reference.resamples must be >= 2 (a spread needs two), got {k}")
-        return cls(mode, k, seed)
+        try:
+            rel = float(cfg.get("max_relative_se", 0.5))
+        except (TypeError, ValueError):
+            rel = math.nan
+        if not rel > 0:
+            raise ConfigError(f"technique.noise_reference.max_relative_se must be a number > 0, "
+                              f"got {cfg.get('max_relative_se')!r}")
+        return cls(mode, k, seed, rel)
 
 
 def noise_effects(values: Mapping[str, list[float]], ideal: Mapping[str, float]) -> dict[str, dict[str, float]]:
@@ -79,7 +90,7 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
             evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings) -> dict[str, Any]:
     """Run the pipeline and the evaluators on ``settings.resamples`` re-measurements of ``raw``."""
     model = technique.noise_model(raw.data)
-    rng = np.random.default_rng(settings.seed)
+    rng = np.random.default_rng(settings.seed)  # reproducible: the same re-samplings on every run
     values: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for i in range(settings.resamples):
@@ -102,15 +113,22 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
     if settings.mode == "off":
         return {"unavailable": "technique.noise_reference.mode=off"}
     try:
-        technique.noise_model(raw.data)
+        model = technique.noise_model(raw.data)
     except NotApplicable as exc:
         if settings.mode == "on":
             raise ConfigError(f"technique.noise_reference.mode=on but {exc}") from None
         log.warning("no counting-noise reference: %s (fixed tolerances apply)", exc)
         return {"unavailable": str(exc)}
-    doc, hit = cache.get_or_compute_json(
-        {"noise_reference": dataclasses.asdict(settings), **key},
-        lambda: measure(technique, raw, prepared, evaluate, settings))
+    # the model's own parameters (a gain, a dark level) are in its description: part of the key
+    what = {"noise_reference": {"resamples": settings.resamples, "seed": settings.seed}, "model": model, **key}
+    try:
+        doc, hit = cache.get_or_compute_json(what, lambda: measure(technique, raw, prepared, evaluate, settings))
+    except Exception as exc:  # noqa: BLE001 - the pipeline failed on a re-sampling
+        if settings.mode == "on":
+            raise
+        reason = f"the pipeline failed on a re-sampling ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        log.warning("no counting-noise reference: %s (fixed tolerances apply)", reason)
+        return {"unavailable": reason}
     doc = dict(doc, cached=hit)
     if not hit:
         log.info("noise reference of %s: %d re-samplings in %.1f s (%s)", raw.data.name, doc["resamples"],

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as _dt
 import html
 import io
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -26,12 +27,16 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lossbound.core.errors import InputError
 from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
 from lossbound.study.export import codec_config
 from lossbound.study.journal import Journal
 from lossbound.study.plots import positive
-from lossbound.study.thresholds import curve_names
+from lossbound.study.signoff import load_document
+from lossbound.study.thresholds import curve_names, feasibility, grows_with_value
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TechniqueRecord", "criterion_use", "gain_rows", "load_record", "render_report", "write_report"]
 
@@ -60,7 +65,7 @@ class TechniqueRecord:
 def load_record(thresholds_path: Path, journal_dir: Path | None) -> TechniqueRecord:
     """A technique's record from its thresholds file and journal (points of the contexts the
     thresholds file names; a journal that is gone leaves the tables and no curves)."""
-    doc = yaml.safe_load(Path(thresholds_path).read_text()) or {}
+    doc = load_document(thresholds_path)
     name = str(doc.get("technique") or Path(thresholds_path).stem)
     journal = Journal(Path(journal_dir) / f"{name}.jsonl" if journal_dir else None).read()
     points: dict[str, list[PointResult]] = {}
@@ -110,8 +115,7 @@ def ratio_at(points: Iterable[PointResult], bound: float | None, *, grows: bool 
 def conservative_ratios(rec: TechniqueRecord, codec: str) -> dict[str, float | None]:
     """Per dataset: the ratio at the codec's combined (conservative) bound."""
     combined = (rec.doc.get("codecs") or {}).get(codec) or {}
-    grows = next((e.get("larger_means_more_loss", True) for d in (rec.doc.get("datasets") or {}).values()
-                  if (e := (d.get("codecs") or {}).get(codec))), True)
+    grows = grows_with_value(combined["codec"], combined.get("mode")) if combined.get("codec") else True
     return {ds: ratio_at(rec.curves(ds).get(codec, []), combined.get("bound"), grows=grows)
             for ds in (combined.get("per_dataset") or {})}
 
@@ -140,8 +144,11 @@ def gain_rows(records: Iterable[TechniqueRecord]) -> list[dict[str, Any]]:
         for ds, entry in sorted((rec.doc.get("datasets") or {}).items()):
             lossless = max(((b.get("compression_ratio") or 0.0, name) for name, b in (entry.get("baselines") or {}).items()
                             if b.get("compression_ratio")), default=(None, None))
+            rejected = {c for c, e in (rec.doc.get("codecs") or {}).items()
+                        if (e.get("review") or {}).get("status") == "rejected"}
             lossy = max(((e.get("compression_ratio") or 0.0, name) for name, e in (entry.get("codecs") or {}).items()
-                         if e.get("bound") is not None and e.get("compression_ratio")), default=(None, None))
+                         if e.get("bound") is not None and e.get("compression_ratio") and name not in rejected),
+                        default=(None, None))
             lossless_all.append(lossless[0])
             rows.append({"technique": rec.name, "dataset": ds, "lossless": lossless[0], "lossless_codec": lossless[1],
                          "lossy": lossy[0], "lossy_codec": lossy[1], "needed": rec.needed_ratio})
@@ -201,7 +208,9 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
             ax.set_xscale("log", base=2)
         if panel == "compression ratio":
             ax.set_yscale("log")
-        _autoscale_to_data(ax)
+        limits = [v for d in datasets.values() for k in ("min", "max")
+                  if (v := ((d.get("limits") or {}).get(panel) or {}).get(k)) is not None]
+        _autoscale_to_data(ax, also=limits)
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
@@ -213,10 +222,12 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     return fig
 
 
-def _autoscale_to_data(ax) -> None:
-    """Axis limits from the plotted lines only (the shaded bands reach to +-1e300)."""
-    ys = [y for line in ax.get_lines() if line.get_transform() == ax.transData
-          for y in line.get_ydata() if isinstance(y, float) and math.isfinite(y)]
+def _autoscale_to_data(ax, *, also: Iterable[float] = ()) -> None:
+    """Axis limits from the plotted points and the tolerance limits ``also`` (the shaded bands
+    reach to +-1e300, so matplotlib's own autoscaling would show nothing)."""
+    ys = [float(y) for line in ax.get_lines() if line.get_transform() == ax.transData
+          for y in line.get_ydata() if isinstance(y, (int, float)) and math.isfinite(y)]
+    ys += [float(v) for v in also if math.isfinite(v)]
     if ys:
         lo, hi = min(ys), max(ys)
         if ax.get_yscale() == "log":
@@ -358,7 +369,8 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
         entry = codecs[best]
         parts.append(f"<p><b>{html.escape(best)}</b> at bound <b>{_fmt(entry.get('bound'))}</b> "
                      f"(limiting dataset <b>{html.escape(str(entry.get('limiting_dataset')))}</b>): at least "
-                     f"<b>{_fmt(worst, 3)}×</b> on every dataset; review: {_status(entry.get('review'))}.</p>"
+                     f"<b>{_fmt(worst, 3)}×</b> on every dataset it combines; review: "
+                     f"{_status(entry.get('review'))}.</p>"
                      f"<pre>{html.escape(yaml.safe_dump(codec_config(entry), sort_keys=False, default_flow_style=None, width=110))}</pre>"
                      f"<p class='note'>Apply: <code>python -m lossbound.apply runs/thresholds/{rec.name}.yaml "
                      f"--codec {html.escape(best)} IN.h5 OUT.h5</code></p>")
@@ -423,9 +435,10 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
         entry = datasets[ds]
         for kind, group in (("lossy", entry.get("codecs") or {}), ("lossless", entry.get("baselines") or {})):
             for codec, e in group.items():
-                f = e.get("feasibility") or {}
                 if kind == "lossy" and e.get("bound") is None:
                     continue
+                # cores at the rates this report names (a dataset's entry may hold an older study's)
+                f = feasibility(e.get("compress_mbps"), {k.replace("_gbps", ""): v for k, v in acq.items()}) or {}
                 frows.append([ds, codec, e.get("bound") if kind == "lossy" else "lossless", e.get("compression_ratio"),
                               f.get("compress_mbps_single_core"), f.get("cores_for_peak"), f.get("cores_for_detector")])
     parts.append(f"<h2>Acquisition feasibility</h2><p class='note'>Single-core compression throughput of each "
@@ -454,8 +467,14 @@ def write_report(thresholds_path: Path, *, journal_dir: Path | None, reports_dir
     files in the same folder feed the gain section)."""
     thresholds_path = Path(thresholds_path)
     rec = load_record(thresholds_path, journal_dir)
-    others = [load_record(p, journal_dir) for p in sorted(thresholds_path.parent.glob("*.yaml"))
-              if p.resolve() != thresholds_path.resolve()]
+    others = []
+    for path in sorted(thresholds_path.parent.glob("*.yaml")):
+        if path.resolve() == thresholds_path.resolve():
+            continue
+        try:
+            others.append(load_record(path, journal_dir))
+        except InputError as exc:  # a stray file beside ours: left out of the gain table, said so
+            log.warning("gain table leaves out %s", exc)
     out = Path(reports_dir) / f"{rec.name}.html"
     atomic_write_text(out, render_report(rec, others=others))
     return out

@@ -33,17 +33,20 @@ _CHAIN_KEYS = ("codec", "mode", "bound", "hdf5plugin", "filter_id", "cd_values",
 
 
 def fingerprint(doc: Mapping[str, Any], codec: str) -> str:
-    """What a reviewer signs: the combined entry's chain and each contributing dataset's
-    checksum, tolerances and own bound."""
+    """What a reviewer signs: the combined entry's chain and, per contributing dataset, its
+    checksum, pipeline and evaluators (the context key), tolerances, noise model and own bound."""
     combined = (doc.get("codecs") or {}).get(codec) or {}
     datasets = doc.get("datasets") or {}
     contributing = {}
     for name in sorted(combined.get("per_dataset") or {}):
         d = datasets.get(name) or {}
+        noise = d.get("noise_reference") or {}
         contributing[name] = {
             "sha256": (d.get("dataset") or {}).get("sha256"),
+            "context": d.get("context"),  # pipeline and evaluator parameters
             "tolerances": d.get("tolerances"),
-            "noise_reference": (d.get("noise_reference") or {}).get("limits"),
+            # what determines the noise-derived ranges (not their Monte-Carlo digits)
+            "noise_reference": {k: noise.get(k) for k in ("model", "resamples", "seed", "unavailable")},
             "bound": ((d.get("codecs") or {}).get(codec) or {}).get("bound"),
         }
     return stable_hash({"chain": {k: combined.get(k) for k in _CHAIN_KEYS}, "datasets": contributing}, length=24)
@@ -133,4 +136,10 @@ def load_document(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: unreadable thresholds file ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or "codecs" not in doc or "datasets" not in doc:
         raise InputError(f"{path}: not a LossBound thresholds file (expected keys 'codecs' and 'datasets')")
+    for key in ("codecs", "datasets", "reviews"):
+        section = doc.get(key) or {}
+        if not isinstance(section, dict):
+            raise InputError(f"{path}: {key} is not a mapping; expected a LossBound thresholds file")
+        if bad := [name for name, v in section.items() if not isinstance(v, dict)]:
+            raise InputError(f"{path}: {key}.{bad[0]} is not a mapping; expected a LossBound thresholds file")
     return doc

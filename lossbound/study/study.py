@@ -18,6 +18,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from compressors import CodecSetting, settings_from_config
-from lossbound.core.errors import ConfigError
+from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for
 from lossbound.study.executor import PointRunner, available_cores, is_broken_pool
@@ -188,6 +189,8 @@ class Study:
         self.thresholds_dir = Path(paths["thresholds_dir"]) if paths.get("thresholds_dir") else None
         journal_dir = paths.get("journal_dir")
         self.journal = Journal(Path(journal_dir) / f"{tcfg['name']}.jsonl" if journal_dir else None)
+        self.rates = _rates(cfg.get("acquisition") or {})  # checked before any work, like needed_ratio
+        self.needed_ratio = _positive_number(tcfg.get("needed_ratio", 10.0), "technique.needed_ratio")
         self.figures = str((cfg.get("tracking") or {}).get("figures", "thresholds"))
         if self.figures not in FIGURE_POLICIES:
             raise ConfigError(f"tracking.figures must be one of {', '.join(FIGURE_POLICIES)}, got {self.figures!r}")
@@ -202,6 +205,7 @@ class Study:
         log.info("raw result %s in %.1f s (computed once, reused for every point)",
                  "from cache" if ctx.raw_cached else "computed", ctx.raw_seconds)
         self.skipped: dict[str, str] = {}
+        self.noise = _noise_summary(ctx)
         curves = build_curves(self.cfg, ctx, self.skipped)
         tracker = make_tracker({**(self.cfg.get("tracking") or {"enabled": False}),
                                 "experiment": (self.cfg.get("tracking") or {}).get("experiment") or self.tname})
@@ -258,7 +262,7 @@ class Study:
         tracker.log(run_id, metrics={f"{k}_{kk}": vv for k, v in ctx.prepared.items() if isinstance(v, dict)
                                      for kk, vv in v.items() if isinstance(vv, (int, float))})
         # the counting-noise reference: each criterion's noise effect and the range derived from it
-        noise = self._noise_summary(ctx)
+        noise = self.noise
         tracker.log(run_id, params={"noise_model": noise.get("model") or f"unavailable: {noise.get('unavailable')}"},
                     metrics={"noise_reference_seconds": noise.get("seconds"), **{
                         f"noise.{m}.{k}": v for m, d in (noise.get("limits") or {}).items()
@@ -298,7 +302,7 @@ class Study:
                 # what the report draws: each criterion's range on this dataset, raw-vs-raw values
                 "limits": {c.metric: {"min": c.min, "max": c.max} for c in ctx.tolerances},
                 "ideal": {c.metric: ctx.raw_metrics.get(c.metric) for c in ctx.tolerances},
-                "noise_reference": self._noise_summary(ctx),
+                "noise_reference": self.noise,
                 "codecs": codecs, "baselines": baselines,
             }
             if self.skipped:
@@ -308,7 +312,7 @@ class Study:
             if "reduction" in ctx.prepared:
                 entry["reduction"] = ctx.prepared["reduction"]
             doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry, extra={
-                "needed_ratio": float(self.cfg["technique"].get("needed_ratio") or 10.0),
+                "needed_ratio": self.needed_ratio,
                 "acquisition": {f"{k}_gbps": v for k, v in rates.items()}})
             tracker.log_file(run_id, path)
         return list(recorded.values()), codecs, baselines, path, doc
@@ -318,41 +322,13 @@ class Study:
         paths = self.cfg.get("paths") or {}
         if path is None or not paths.get("reports_dir"):
             return None
-        report = write_report(path, journal_dir=paths.get("journal_dir"), reports_dir=Path(paths["reports_dir"]))
+        try:
+            report = write_report(path, journal_dir=paths.get("journal_dir"), reports_dir=Path(paths["reports_dir"]))
+        except (InputError, OSError) as exc:  # the thresholds are written; a report problem must not undo the study
+            log.error("expert report not written: %s", str(exc).splitlines()[0])
+            return None
         tracker.log_file(run_id, report)
         return report
-
-    @property
-    def rates(self) -> dict[str, float]:
-        """Detector rates (GB/s) the feasibility table answers for: ``peak`` and ``detector``."""
-        acq = self.cfg.get("acquisition") or {}
-        rates = {"peak": acq.get("peak_rate_gbps", 16.0), "detector": acq.get("detector_rate_gbps")}
-        out = {}
-        for name, value in rates.items():
-            if value is None:
-                continue
-            try:
-                out[name] = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"acquisition.{name}_rate_gbps must be a number, got {value!r}") from None
-            if not out[name] > 0:
-                raise ConfigError(f"acquisition.{name}_rate_gbps must be > 0, got {value!r}")
-        return out
-
-    @staticmethod
-    def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
-        """The counting-noise reference as recorded: model, K, its cost, and per criterion the
-        noise effect beside the fixed and the derived range."""
-        noise = ctx.noise
-        if "values" not in noise:
-            return {"unavailable": noise.get("unavailable")}
-        metrics = [c.metric for c in ctx.tolerances]
-        effects = noise_effects({m: noise["values"].get(m, []) for m in metrics}, ctx.raw_metrics)
-        return {"model": noise["model"], "resamples": noise["resamples"], "seed": noise["seed"],
-                "seconds": noise["seconds"], "cached": noise.get("cached", False),
-                "limits": ctx.tolerances.noise_limits(),
-                # every criterion's change from counting noise alone (noise-referenced or not)
-                "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()}}
 
     def _report(self, ctx: StudyContext, points: list[PointResult], recorded: list[PointResult],
                 codecs: Mapping[str, Any], baselines: Mapping[str, Any], tracker, run_id: str | None) -> str:
@@ -465,6 +441,37 @@ class Study:
                     "point_seconds": point.seconds}, tags=tags)
         tracker.end_run(point.run_id, "FINISHED" if point.status == "ok" else "FAILED")
         self.journal.append(point)
+
+def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
+    """The counting-noise reference as recorded: model, K, its cost, and per criterion the
+    noise effect beside the fixed and the derived range."""
+    noise = ctx.noise
+    if "values" not in noise:
+        return {"unavailable": noise.get("unavailable")}
+    metrics = [c.metric for c in ctx.tolerances]
+    effects = noise_effects({m: noise["values"].get(m, []) for m in metrics}, ctx.raw_metrics)
+    return {"model": noise["model"], "resamples": noise["resamples"], "seed": noise["seed"],
+            "seconds": noise["seconds"], "cached": noise.get("cached", False),
+            "limits": ctx.tolerances.noise_limits(),
+            # every criterion's change from counting noise alone (noise-referenced or not)
+            "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()}}
+
+
+def _positive_number(value: Any, key: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not number > 0:
+        raise ConfigError(f"{key} must be a number > 0, got {value!r}")
+    return number
+
+
+def _rates(acquisition: Mapping[str, Any]) -> dict[str, float]:
+    """Detector rates (GB/s) the feasibility table answers for: ``peak`` and ``detector``."""
+    rates = {"peak": acquisition.get("peak_rate_gbps", 16.0), "detector": acquisition.get("detector_rate_gbps")}
+    return {name: _positive_number(v, f"acquisition.{name}_rate_gbps") for name, v in rates.items() if v is not None}
+
 
 def _group_of(setting: CodecSetting) -> tuple:
     chunks = setting.chunks

@@ -135,12 +135,12 @@ def curve_names(groups: Iterable[tuple]) -> dict[tuple, str]:
     return {group: _group_name(group, taken) for group in sorted(set(groups), key=str)}
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     """YAML-safe plain Python (tuples -> lists, numpy scalars -> floats)."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         return obj.item()
     return obj
@@ -221,18 +221,18 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
         if old and (old.get("dataset") or {}).get("sha256") != entry["dataset"]["sha256"]:
             log.warning("dataset %s changed content (sha256 %s -> %s): its thresholds are replaced",
                         dataset_name, str(old["dataset"].get("sha256"))[:12], entry["dataset"]["sha256"][:12])
-        datasets[dataset_name] = _plain(entry)
+        datasets[dataset_name] = plain(entry)
         out = {
             "technique": technique,
             "rule": RULE,
             "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **{k: doc[k] for k in ("needed_ratio", "acquisition") if k in doc},
-            **_plain(dict(extra or {})),
-            "codecs": combine_datasets(datasets, tolerances=_plain(entry["tolerances"])),
+            **plain(dict(extra or {})),
+            "codecs": combine_datasets(datasets, tolerances=plain(entry["tolerances"])),
             "datasets": datasets,
             "reviews": dict(doc.get("reviews") or {}),
         }
-        out = with_statuses(_plain(out))
+        out = with_statuses(plain(out))
         atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
     return out
 
@@ -257,12 +257,12 @@ def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
     recorded = (entry.get("hdf5plugin") or {}).get("kwargs")
     get_config = getattr(setting.make_filter(), "get_config", None)
     built = dict(get_config()) if callable(get_config) else setting.plugin_kwargs()
-    if recorded is not None and _plain(built) != _plain(recorded):
+    if recorded is not None and plain(built) != plain(recorded):
         # the codec's spec changed since the study (e.g. Blosc2 byte- vs bit-shuffle)
         raise ConfigError(f"codec {entry['codec']!r}: the recorded filter {recorded} is not what this version "
                           f"builds ({built}); re-run the study")
     recorded_transform = entry.get("transform_params")
-    if recorded_transform is not None and _plain(setting.transform_params()) != _plain(recorded_transform):
+    if recorded_transform is not None and plain(setting.transform_params()) != plain(recorded_transform):
         raise ConfigError(f"codec {entry['codec']!r}: the recorded pre-transform parameters {recorded_transform} are "
                           f"not what this version uses ({setting.transform_params()}); re-run the study")
     return setting

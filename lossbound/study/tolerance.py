@@ -102,10 +102,12 @@ class Tolerances:
 
     def __init__(self, config: Mapping[str, Mapping[str, Any]] | None, *,
                  not_applicable: Iterable[str] = (),
-                 noise: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 noise: Mapping[str, Mapping[str, float]] | None = None,
+                 max_relative_se: float = math.inf) -> None:
         self.config = dict(config or {})
         self.not_applicable = frozenset(not_applicable)
         self.noise = dict(noise or {})
+        self.max_relative_se = float(max_relative_se)
         criteria = []
         #: metrics with a noise-referenced range but no usable reference (fixed range used)
         self.noise_missing: dict[str, str] = {}
@@ -133,10 +135,16 @@ class Tolerances:
             return Criterion(metric, lo, hi)
         ref = self.noise.get(metric)
         effect = None if ref is None else ref.get("effect")
+        why = None
         if effect is None or not math.isfinite(effect) or not math.isfinite(ref.get("ideal", math.nan)):
-            self.noise_missing[metric] = "no noise reference" if ref is None else "undefined on the re-samplings"
+            why = "no noise reference" if ref is None else "undefined on the re-samplings"
+        elif effect > 0 and not ref.get("effect_sd", math.inf) <= self.max_relative_se * effect:
+            why = (f"noise effect {effect:.3g} +- {ref.get('effect_sd', math.nan):.2g} too uncertain with "
+                   f"K={ref.get('resamples')} (standard error above {self.max_relative_se:g} of it)")
+        if why is not None:
+            self.noise_missing[metric] = why
             if lo is None and hi is None:
-                return None  # noise-only criterion without a reference: nothing to check
+                return None  # noise-only criterion without a usable reference: nothing to check
             return Criterion(metric, lo, hi)
         ideal, allowed = float(ref["ideal"]), factor * float(effect)
         two_sided = (lo is None) == (hi is None)
@@ -147,12 +155,16 @@ class Tolerances:
 
     def without(self, metrics: Iterable[str]) -> "Tolerances":
         """The same tolerances with ``metrics`` marked not applicable (skipped by checks)."""
-        return Tolerances(self.config, not_applicable=self.not_applicable | set(metrics), noise=self.noise)
+        return Tolerances(self.config, not_applicable=self.not_applicable | set(metrics), noise=self.noise,
+                          max_relative_se=self.max_relative_se)
 
-    def with_noise(self, noise: Mapping[str, Mapping[str, float]]) -> "Tolerances":
+    def with_noise(self, noise: Mapping[str, Mapping[str, float]], *, max_relative_se: float = math.inf
+                   ) -> "Tolerances":
         """The same tolerances with counting-noise effects ``{metric: {effect, effect_sd, ideal,
-        resamples}}``: criteria with a ``noise`` factor take their range from them."""
-        return Tolerances(self.config, not_applicable=self.not_applicable, noise=noise)
+        resamples}}``: criteria with a ``noise`` factor take their range from them, unless the
+        effect's standard error exceeds ``max_relative_se`` of it (too few re-samplings to tell)."""
+        return Tolerances(self.config, not_applicable=self.not_applicable, noise=noise,
+                          max_relative_se=max_relative_se)
 
     @property
     def noise_factors(self) -> dict[str, float]:

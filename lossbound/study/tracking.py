@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _PARAM_MAX = 6000  # MLflow's limit on a param value
-_TAG_MAX = 5000
+TAG_MAX = 5000
 FIGURE_POLICIES = ("none", "thresholds", "failures", "all")
 
 
@@ -42,7 +42,7 @@ def split_finite(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str
     return finite, other
 
 
-def _retry(fn: Callable[..., T], *args: Any, tries: int = 8, also: tuple[str, ...] = (), **kwargs: Any) -> T:
+def retry(fn: Callable[..., T], *args: Any, tries: int = 8, also: tuple[str, ...] = (), **kwargs: Any) -> T:
     """Call an MLflow client method, retrying transient store errors (sqlite locks, 5xx, and
     the error texts in ``also``)."""
     from mlflow.exceptions import MlflowException
@@ -107,7 +107,7 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         name = self.experiment_name
-        exp = _retry(self.client.get_experiment_by_name, name)
+        exp = retry(self.client.get_experiment_by_name, name)
         if exp is not None:
             return exp.experiment_id
         location = None
@@ -116,17 +116,17 @@ class Tracker:
             root.mkdir(parents=True, exist_ok=True)
             location = root.resolve().as_uri()
         try:
-            return _retry(self.client.create_experiment, name, artifact_location=location)
+            return retry(self.client.create_experiment, name, artifact_location=location)
         except MlflowException:  # another job created it meanwhile
-            return _retry(self.client.get_experiment_by_name, name).experiment_id
+            return retry(self.client.get_experiment_by_name, name).experiment_id
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, name: str, *, parent: str | None = None, tags: Mapping[str, Any] | None = None) -> str:
         all_tags = {"lossbound.host": socket.gethostname(), "lossbound.pid": str(os.getpid())}
-        all_tags.update({k: str(v)[:_TAG_MAX] for k, v in (tags or {}).items()})
+        all_tags.update({k: str(v)[:TAG_MAX] for k, v in (tags or {}).items()})
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        run = _retry(self.client.create_run, self.experiment_id, tags=all_tags, run_name=name)
+        run = retry(self.client.create_run, self.experiment_id, tags=all_tags, run_name=name)
         return run.info.run_id
 
     def log(self, run_id: str | None, *, params: Mapping[str, Any] | None = None,
@@ -141,16 +141,16 @@ class Tracker:
         if other:
             tags["non_finite_metrics"] = ", ".join(f"{k}={v}" for k, v in other.items())
         now = int(time.time() * 1000)
-        _retry(
+        retry(
             self.client.log_batch, run_id,
             metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
             params=[Param(k, str(v)[:_PARAM_MAX]) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)[:_TAG_MAX]) for k, v in tags.items()],
+            tags=[RunTag(k, str(v)[:TAG_MAX]) for k, v in tags.items()],
         )
 
     def end_run(self, run_id: str | None, status: str = "FINISHED") -> None:
         if run_id is not None:
-            _retry(self.client.set_terminated, run_id, status)
+            retry(self.client.set_terminated, run_id, status)
 
     def log_bytes(self, run_id: str | None, data: bytes | str, name: str) -> None:
         """An artifact file ``name`` holding ``data``."""
@@ -159,11 +159,11 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             path.write_bytes(data.encode() if isinstance(data, str) else data)
-            _retry(self.client.log_artifact, run_id, str(path))
+            retry(self.client.log_artifact, run_id, str(path))
 
     def log_file(self, run_id: str | None, path: Path) -> None:
         if run_id is not None:
-            _retry(self.client.log_artifact, run_id, str(path))
+            retry(self.client.log_artifact, run_id, str(path))
 
     def log_dataset(self, run_id: str | None, *, name: str, digest: str, source: str, context: str) -> None:
         """The dataset as an MLflow dataset input (name, sha256 digest, source)."""
@@ -179,13 +179,13 @@ class Tracker:
         entity = MetaDataset(src, name=name, digest=digest[:36])._to_mlflow_entity()
         # Jobs of a multirun log the same dataset at once; the store checks for it, then
         # inserts, so the slower job hits the unique constraint. Its retry finds the row.
-        _retry(self.client.log_inputs, run_id, also=("unique constraint failed: datasets",),
+        retry(self.client.log_inputs, run_id, also=("unique constraint failed: datasets",),
                datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
     def close_stale(self) -> int:
         """Runs this host left RUNNING from a process that is gone (kill -9): set KILLED."""
         host = socket.gethostname()
-        runs = _retry(self.client.search_runs, [self.experiment_id],
+        runs = retry(self.client.search_runs, [self.experiment_id],
                       filter_string="attributes.status = 'RUNNING'", max_results=5000)
         closed = 0
         for run in runs:
@@ -197,7 +197,7 @@ class Tracker:
             except ValueError:
                 continue
             if pid and not _alive(pid):
-                _retry(self.client.set_terminated, run.info.run_id, "KILLED")
+                retry(self.client.set_terminated, run.info.run_id, "KILLED")
                 closed += 1
         if closed:
             log.info("closed %d run(s) left RUNNING by a killed study as KILLED", closed)

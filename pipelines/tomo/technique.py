@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core.errors import ConfigError
-from lossbound.core.noise import poisson_resample
+from lossbound.core.errors import ConfigError, NotApplicable
+from lossbound.core.noise import is_counts, poisson_resample
 from pipelines import TECHNIQUES, simfiles
 from pipelines.base import Dataset, Result, Technique
 from pipelines.tomo import io as tomo_io
@@ -134,6 +134,7 @@ class TomoTechnique(Technique):
         meta: dict[str, Any] = {
             "format": fmt,
             "adu_per_photon": adu,
+            "adu_per_photon_given": "adu_per_photon" in cfg,
             "shape": list(arrays["projections"].shape),
             "dtype": str(arrays["projections"].dtype),
             "n_flats": int(arrays["flats"].shape[0]),
@@ -268,11 +269,16 @@ class TomoTechnique(Technique):
 
     def noise_model(self, data: Dataset) -> str:
         """Projections are ADU over the dark level: ``dark + g * Poisson((x - dark) / g)`` with the
-        dataset's ``adu_per_photon`` g (float data included, e.g. the tooth's 4-pixel means)."""
+        dataset's ``adu_per_photon`` g (float data included, e.g. the tooth's 4-pixel means).
+        Non-count data without a declared gain have no model: the default g = 1 would be a guess."""
+        if not data.meta.get("adu_per_photon_given", True) and not is_counts(data.payload_array, data.mask):
+            raise NotApplicable(f"{data.name}: projections {data.payload_array.dtype} are not counts and the "
+                                f"dataset declares no adu_per_photon (set dataset.adu_per_photon=<gain>)")
         return (f"dark + g*Poisson((projections - dark)/g), g = {data.meta.get('adu_per_photon', 1.0):g} ADU/photon "
                 f"(dataset.adu_per_photon), dark = mean of {data.meta.get('n_darks', '?')} darks")
 
     def resample(self, data: Dataset, rng: np.random.Generator) -> Dataset:
+        self.noise_model(data)
         dark = np.mean(data.arrays["darks"], axis=0, dtype=np.float64)
         return data.with_payload(poisson_resample(data.payload_array, rng, valid=data.mask, offset=dark,
                                                   adu_per_photon=float(data.meta.get("adu_per_photon", 1.0))))
