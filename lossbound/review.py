@@ -350,18 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return show_status(args) if args.action == "status" else decide(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except InputError as exc:
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 1
-    except MlflowException as exc:
-        print(f"error: MLflow: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (InputError, MlflowException, OSError) as exc:
+        prefix = "MLflow: " if isinstance(exc, MlflowException) else ""
+        print(f"error: {prefix}{first_line(exc)[:300]}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
 
 
 if __name__ == "__main__":

@@ -484,8 +484,11 @@ def _copy_and_apply(tmp_path, src: Path, payload: str, data: np.ndarray, setting
     assert report.payload == payload
     with h5py.File(src, "r") as fin, h5py.File(out, "r") as fout:  # plain h5py + hdf5plugin
         _assert_copied(fin, fout, h5py.h5o.get_info(fin[payload].id).addr)
-        group, name = payload.rsplit("/", 1)
-        back = read_payload(fout[group or "/"], name)
+        # what any reader does: the payload, then the documented assignment for masked pixels
+        back = fout[payload][()]
+        if payload + "_mask" in fout:
+            back = back.astype(np.result_type(back, fout[payload + "_masked_values"].dtype))
+            back[np.broadcast_to(fout[payload + "_mask"][()] == 1, back.shape)] = fout[payload + "_masked_values"][()]
     return report, back
 
 

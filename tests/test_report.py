@@ -132,3 +132,31 @@ def test_ratio_at_a_bound_not_tested_takes_the_next_less_lossy_value():
                        codec={"ratio": r}) for v, r in ((2, 3.0), (8, 6.0), (32, 12.0))]
     assert ratio_at(pts, 8) == 6.0 and ratio_at(pts, 20) == 6.0 and ratio_at(pts, 1) is None
     assert ratio_at(pts, 20, grows=False) == 12.0
+
+
+def test_gain_and_recommendation_use_the_worst_dataset_and_skip_unknowns_and_rejections():
+    from lossbound.core.types import PointResult
+    from lossbound.study.report import TechniqueRecord, gain_rows, recommended, worst_ratio
+
+    def pts(ds, codec, ratios):
+        return [PointResult(point_id=f"{ds}{codec}{v}", label="", dataset=ds, lossy=True, passed=True,
+                            setting={"codec": codec, "mode": "absolute", "value": v}, codec={"ratio": r})
+                for v, r in ratios.items()]
+
+    doc = {"technique": "t", "needed_ratio": 10.0,
+           "codecs": {"sz3": {"codec": "sz3", "mode": "absolute", "bound": 4, "per_dataset": {"a": {}, "b": {}}},
+                      "zfp": {"codec": "zfp", "mode": "absolute", "bound": 2, "per_dataset": {"a": {}, "b": {}}},
+                      "sz": {"codec": "sz", "mode": "absolute", "bound": 8, "per_dataset": {"a": {}, "b": {}},
+                             "review": {"status": "rejected"}}},
+           "datasets": {d: {"codecs": {"sz3": {"bound": b, "compression_ratio": r}},
+                            "baselines": {"blosc2": {"compression_ratio": lossless}}}
+                        for d, b, r, lossless in (("a", 4, 6.0, 2.0), ("b", 8, 9.0, 3.0))}}
+    points = {"a": pts("a", "sz3", {2: 4.0, 4: 6.0}) + pts("a", "zfp", {2: 50.0}) + pts("a", "sz", {8: 99.0}),
+              "b": pts("b", "sz3", {4: 7.0, 8: 9.0}) + pts("b", "zfp", {4: 60.0}) + pts("b", "sz", {8: 99.0})}
+    rec = TechniqueRecord("t", doc, points)
+    assert worst_ratio(rec, "sz3") == 6.0          # b at the combined bound 4: 7.0; a: 6.0
+    assert worst_ratio(rec, "zfp") is None         # b has nothing measured at or below 2
+    assert recommended(rec) == ("sz3", 6.0)        # sz is rejected, zfp unknown on b
+    rows = {r["dataset"]: r for r in gain_rows([rec])}
+    assert rows["all (conservative)"]["lossy"] == 6.0 and rows["all (conservative)"]["lossless"] == 2.0
+    assert rows["b"]["lossy"] == 9.0 and rows["b"]["lossless"] == 3.0 and rows["b"]["needed"] == 10.0

@@ -120,14 +120,21 @@ def conservative_ratios(rec: TechniqueRecord, codec: str) -> dict[str, float | N
             for ds in (combined.get("per_dataset") or {})}
 
 
+def worst_ratio(rec: TechniqueRecord, codec: str) -> float | None:
+    """The lowest ratio any combined dataset gets at the codec's combined bound; None when a
+    dataset has no measurement at or below that bound (its ratio there is unknown)."""
+    ratios = list(conservative_ratios(rec, codec).values())
+    return min(ratios) if ratios and None not in ratios else None
+
+
 def recommended(rec: TechniqueRecord) -> tuple[str | None, float | None]:
-    """The codec with the highest worst-case ratio at its combined bound, not rejected."""
+    """The codec with the highest worst-case ratio at its combined bound (known on every
+    dataset it combines), not rejected."""
     best, best_ratio = None, None
     for codec, entry in (rec.doc.get("codecs") or {}).items():
         if entry.get("bound") is None or (entry.get("review") or {}).get("status") == "rejected":
             continue
-        ratios = [r for r in conservative_ratios(rec, codec).values() if r is not None]
-        worst = min(ratios) if ratios else entry.get("compression_ratio")
+        worst = worst_ratio(rec, codec)
         if worst is not None and (best_ratio is None or worst > best_ratio):
             best, best_ratio = codec, worst
     return best, best_ratio
@@ -274,7 +281,10 @@ def front_figure(rec: TechniqueRecord) -> Figure:
         ax.set_ylabel("worst criterion use (1 = at a tolerance)")
         ax.set_title(ds, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no lossy point evaluated", ha="center", va="center", transform=ax.transAxes)
     for ax in axes[len(datasets):]:
         ax.set_visible(False)
     fig.suptitle(f"{rec.name}: ratio-versus-quality front (lower right is better; star: threshold)", fontsize=10)
@@ -380,14 +390,14 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
     rows = []
     for codec, entry in codecs.items():
         per = entry.get("per_dataset") or {}
-        cons = conservative_ratios(rec, codec)
         rows.append([codec, *[f"{_fmt((per.get(d) or {}).get('bound'))} ({_fmt((per.get(d) or {}).get('compression_ratio'), 3)}×)"
                               if d in per else "—" for d in names],
-                     entry.get("bound"), entry.get("limiting_dataset"),
-                     min((r for r in cons.values() if r is not None), default=None), _status(entry.get("review"))])
+                     entry.get("bound"), entry.get("limiting_dataset"), worst_ratio(rec, codec),
+                     _status(entry.get("review"))])
     parts.append("<h2>Thresholds</h2><p class='note'>Per dataset: the bound (ratio there). Combined: the "
                  "conservative bound over the datasets measured under the same tolerances, the dataset that "
-                 "limits it, and the lowest ratio any dataset gets at that bound.</p>")
+                 "limits it, and the lowest ratio any dataset gets at that bound (at the nearest less lossy "
+                 "value measured; — where a dataset has none).</p>")
     parts.append(_table(["codec", *[f"{d} bound (ratio)" for d in names], "combined bound", "limiting dataset",
                          "ratio at combined (worst)", "review"], rows))
 

@@ -2,13 +2,15 @@
 
 ``Study(cfg).run()`` does, in order:
 
-1. build the context (dataset, raw result from the cache, evaluator references);
+1. build the context (dataset, raw result and counting-noise reference from the cache,
+   evaluator references);
 2. read the journal: finished points of this context are reused, never recomputed;
 3. drive the searches (one per codec curve, plus the lossless baselines) with up to
    ``sweep.workers`` points in flight, logging each point to MLflow and the journal;
 4. derive this dataset's thresholds from every recorded point of the context and merge
    them into ``runs/thresholds/<technique>.yaml``;
-5. log figures, summary and thresholds to the study's MLflow run and print the summary.
+5. log figures, summary and thresholds to the study's MLflow run, write the expert report
+   (``runs/reports/<technique>.html``, also an artifact) and print the summary.
 """
 from __future__ import annotations
 
@@ -441,6 +443,7 @@ class Study:
                     "point_seconds": point.seconds}, tags=tags)
         tracker.end_run(point.run_id, "FINISHED" if point.status == "ok" else "FAILED")
         self.journal.append(point)
+
 
 def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
     """The counting-noise reference as recorded: model, K, its cost, and per criterion the
