@@ -216,8 +216,10 @@ class Study:
         run_id = self._open_run(tracker, ctx, curves, versions)
         try:
             points, reused = self._drive(ctx, curves, tracker, run_id)
-            # the science: reading the data, the raw result and references, and every point
-            work = point_seconds(points) + ctx.raw_seconds
+            # the science: reading the data, the raw result and references, the counting-noise
+            # reference where this run computed it, and every point
+            noise_s = 0.0 if ctx.noise.get("cached", True) else float(ctx.noise.get("seconds", 0.0))
+            work = point_seconds(points) + ctx.raw_seconds + noise_s
             recorded, codecs, baselines, path, doc = self._thresholds(ctx, points, curves, versions, tracker, run_id)
             summary = self._report(ctx, points, recorded, codecs, baselines, tracker, run_id)
             report = self._expert_report(path, tracker, run_id)
