@@ -175,14 +175,16 @@ def filter_from_options(filter_id: int, cd_values: Sequence[int]) -> Any:
         raise ConfigError(f"cannot rebuild filter {filter_id} from cd_values {list(cd_values)}: {exc}") from exc
 
 
-def _max_abs_error(original: np.ndarray, decompressed: np.ndarray) -> float:
+def _max_abs_error(original: np.ndarray, decompressed: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """``max |decompressed - original|`` in float64 over the ``valid`` pixels (all when None)."""
     diff = np.subtract(decompressed, original, dtype=np.float64)
     if original.dtype.kind == "f" or decompressed.dtype.kind == "f":
         # the same NaN or the same infinity at a place is no error (inf - inf would be NaN)
         kept = (np.isnan(original) & np.isnan(decompressed)) | (np.isinf(original) & (original == decompressed))
         diff[kept] = 0.0
     np.abs(diff, out=diff)
-    return float(diff.max())
+    # where= instead of gathering the valid pixels: no copies of a multi-GB stack
+    return float(diff.max(initial=0.0, where=True if valid is None else valid)) if diff.size else 0.0
 
 
 def _bound_tolerance(value: float, stored: np.dtype, original: np.ndarray) -> float:
@@ -260,9 +262,10 @@ def check_bound(original: np.ndarray, restored: np.ndarray, setting: CodecSettin
         full_valid = None
         max_err, masked, changed = _max_abs_error(original, restored), 0, 0
     else:
-        max_err = _max_abs_error(original[full_valid], restored[full_valid]) if full_valid.any() else 0.0
-        masked = int((~full_valid).sum())
-        changed = _changed(original[~full_valid], restored[~full_valid])
+        max_err = _max_abs_error(original, restored, full_valid)
+        invalid = ~full_valid
+        masked = int(invalid.sum())
+        changed = _changed(original[invalid], restored[invalid])
     spec, kind = setting.spec, setting.bound_kind
     max_sigma = allowed = None
     held: bool | None = None
