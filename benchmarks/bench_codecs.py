@@ -13,31 +13,20 @@ Example
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 from typing import Any, Sequence
 
+import h5py
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from benchtools import make_frames  # noqa: E402,F401 - also this module's make_frames (moved there)
 from compressors import CODECS, CodecSetting, CodecWorker, RoundTrip  # noqa: E402
-
-
-def make_frames(
-    *, frames: int, ny: int, nx: int, background: float, peaks: int, seed: int
-) -> np.ndarray:
-    """Poisson counts: low smooth background plus bright Gaussian spots (Bragg-like)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    lam = background * (1.0 + 0.5 * np.sin(xx / (nx / 6.0)) * np.cos(yy / (ny / 5.0)))
-    for _ in range(peaks):
-        cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
-        amp, width = rng.uniform(50, 2000), rng.uniform(1.0, 3.0)
-        lam = lam + amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2))
-    return rng.poisson(lam, size=(frames, ny, nx)).astype(np.uint16)
 
 
 def build_settings(*, bounds: Sequence[float], codecs: Sequence[str], layouts: Sequence[Any]) -> list[CodecSetting]:
@@ -54,6 +43,28 @@ def build_settings(*, bounds: Sequence[float], codecs: Sequence[str], layouts: S
                     CodecSetting(name, "absolute", b, input_dtype=input_dtype, chunks=layout) for b in bounds
                 )
     return settings
+
+
+def bare_roundtrip(data: np.ndarray, setting: CodecSetting) -> tuple[np.ndarray, float, float]:
+    """The codec path by hand, no LossBound code in it: ``input_dtype`` conversion,
+    ``h5py`` ``create_dataset`` with the setting's hdf5plugin filter object and chunks into an
+    in-memory file, close; reopen and read the whole dataset.
+
+    Returns ``(read back, compress seconds, decompress seconds)``. The filter object is built
+    before the clock starts (as :func:`compressors.roundtrip` does). A chain's pre-transform
+    (the noise quantiser) is not applied: pass the transformed array.
+    """
+    filt = setting.make_filter()
+    chunks = setting.chunk_shape(data.shape)
+    t0 = time.perf_counter()
+    arr = data if setting.input_dtype is None else data.astype(setting.input_dtype)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as fh:
+        fh.create_dataset("data", data=arr, chunks=chunks, **filt)
+    t1 = time.perf_counter()
+    with h5py.File(buf, "r") as fh:
+        out = fh["data"][()]
+    return out, t1 - t0, time.perf_counter() - t1
 
 
 def best_of(worker: CodecWorker, data: np.ndarray, setting: CodecSetting, repeats: int) -> RoundTrip:

@@ -19,9 +19,7 @@ import io
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 os.environ.setdefault("BLOSC_NTHREADS", "1")  # single core: what one acquisition core does
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -30,8 +28,9 @@ import h5py  # noqa: E402
 import hdf5plugin  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from benchtools import median_time as timed  # noqa: E402
 from compressors.quantiser import quantise_counts  # noqa: E402
 
 FILTERS = {
@@ -47,15 +46,6 @@ def frame_4mpx() -> np.ndarray:
     (frame,), _ = simulate_powder(detector="Eiger4M", poni_px=[1100.0, 1000.0], distance_mm=150.0,
                                   bad_pixels=0, zingers=0)
     return np.where((frame < 0) | (frame > 1_000_000), 0, frame).astype(np.uint32)
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def write(data: np.ndarray, filt) -> int:
