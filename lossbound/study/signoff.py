@@ -129,7 +129,8 @@ def load_document(path: Path) -> dict[str, Any]:
     """A thresholds file, or an InputError naming it."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        # libyaml's loader where present: files of several datasets load ~10x faster
+        doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
         raise InputError(f"{path}: no such thresholds file; expected runs/thresholds/<technique>.yaml") from None
     except (OSError, yaml.YAMLError) as exc:
