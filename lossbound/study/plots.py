@@ -16,6 +16,19 @@ def positive(values: Iterable[float | None]) -> bool:
     return any(v is not None and math.isfinite(v) and v > 0 for v in values)
 
 
+def panel_grid(n: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    """A figure of ``n`` panels, ``ncols`` per row, each ``size`` inches (unused ones hidden by
+    the caller). Fixed margins: constrained layout would double the drawing time."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    w, h = size
+    fig = Figure(figsize=(w * ncols, h * nrows))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.3 / w, right=0.98, top=1 - 0.55 / (h * nrows), bottom=0.45 / (h * nrows),
+                        hspace=0.5, wspace=0.3)
+    return fig, list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+
+
 def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title: str = "") -> Figure:
     """Each tolerance metric and the compression ratio against the codec value, per codec.
 
@@ -28,14 +41,7 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
         if p.lossy and p.value is not None:
             curves[" ".join(str(x) for x in p.group if x not in (None, ""))].append(p)
     panels = ["compression ratio"] + [c.metric for c in tolerances]
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows))
-    FigureCanvasAgg(fig)
-    # fixed margins: constrained layout would double the drawing time of a study's figure
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.55 / (3.4 * nrows), bottom=0.45 / (3.4 * nrows),
-                        hspace=0.5, wspace=0.3)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = panel_grid(len(panels), ncols=3, size=(4.6, 3.4))
 
     def y_of(p: PointResult, panel: str) -> float | None:
         return p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)

@@ -32,7 +32,7 @@ from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
 from lossbound.study.export import codec_config
 from lossbound.study.journal import Journal
-from lossbound.study.plots import positive
+from lossbound.study.plots import panel_grid, positive
 from lossbound.study.signoff import load_document
 from lossbound.study.thresholds import curve_names, feasibility, grows_with_value
 
@@ -178,14 +178,7 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     datasets = rec.doc.get("datasets") or {}
     metrics = sorted({m for d in datasets.values() for m in (d.get("limits") or {})})
     panels = metrics + ["compression ratio"]
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.0 * ncols, 2.9 * nrows))
-    FigureCanvasAgg(fig)
-    # fixed margins: constrained layout would cost half the report's drawing time
-    fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.5 / (2.9 * nrows), bottom=0.35 / (2.9 * nrows),
-                        hspace=0.45, wspace=0.3)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = panel_grid(len(panels), ncols=4, size=(4.0, 2.9))
     combined = ((rec.doc.get("codecs") or {}).get(codec) or {}).get("bound")
     for ax, panel in zip(axes, panels):
         xs = []
@@ -254,13 +247,7 @@ def front_figure(rec: TechniqueRecord) -> Figure:
     points under 1 are inside every tolerance; each codec's threshold starred; lossless
     baselines as vertical lines."""
     datasets = sorted((rec.doc.get("datasets") or {}).items())
-    ncols = min(2, max(1, len(datasets)))
-    nrows = math.ceil(max(1, len(datasets)) / ncols)
-    fig = Figure(figsize=(6.2 * ncols, 4.0 * nrows))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.1, right=0.97, top=1 - 0.55 / (4.0 * nrows), bottom=0.5 / (4.0 * nrows),
-                        hspace=0.4, wspace=0.28)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = panel_grid(max(1, len(datasets)), ncols=2, size=(6.2, 4.0))
     for ax, (ds, entry) in zip(axes, datasets):
         for i, (codec, pts) in enumerate(sorted(rec.curves(ds).items())):
             ok = [p for p in pts if p.status == "ok" and p.codec.get("ratio")]
