@@ -48,18 +48,23 @@ class TechniqueRecord:
     name: str
     doc: dict[str, Any]
     points: dict[str, list[PointResult]]
+    _curves: dict[str, dict[str, list[PointResult]]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def needed_ratio(self) -> float:
         return float(self.doc.get("needed_ratio") or 10.0)
 
     def curves(self, dataset: str) -> dict[str, list[PointResult]]:
-        """Codec name (as in the thresholds file) -> this dataset's lossy points, by value."""
-        pts = [p for p in self.points.get(dataset, []) if p.lossy and p.value is not None]
-        by_group: dict[tuple, list[PointResult]] = defaultdict(list)
-        for p in pts:
-            by_group[p.group].append(p)
-        return {name: sorted(by_group[g], key=lambda p: p.value) for g, name in curve_names(by_group).items()}
+        """Codec name (as in the thresholds file) -> this dataset's lossy points, by value
+        (grouped once per dataset: every table and figure asks)."""
+        if dataset not in self._curves:
+            by_group: dict[tuple, list[PointResult]] = defaultdict(list)
+            for p in self.points.get(dataset, []):
+                if p.lossy and p.value is not None:
+                    by_group[p.group].append(p)
+            self._curves[dataset] = {name: sorted(by_group[g], key=lambda p: p.value)
+                                     for g, name in curve_names(by_group).items()}
+        return self._curves[dataset]
 
 
 def load_record(thresholds_path: Path, journal_dir: Path | None) -> TechniqueRecord:
