@@ -212,3 +212,29 @@ def test_a_dead_index_worker_is_restarted_and_a_frame_it_dies_on_twice_is_not_in
     r = idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)
     assert not r["indexed"] and "died twice" in r["reason"] and "libstdc++ clash" in r["reason"]
     idx.close()
+
+
+@pytest.mark.parametrize("max_excitation", [0.0005, 0.004, 0.05])
+def test_predictions_near_the_ewald_sphere_equal_the_whole_hkl_box(max_excitation):
+    """The fast path enumerates l near the sphere only; it must give exactly what testing every
+    (h, k, l) of the box gives, in the same order."""
+    from scipy.spatial.transform import Rotation
+
+    basis = Rotation.from_euler("xyz", [17, -31, 52], degrees=True).as_matrix() @ np.diag([58.4, 58.4, 152.3])
+    shape = (1679, 1475)
+    got = lattice.predict_reflections(basis, PLANE, shape, max_excitation=max_excitation)
+    d_min = PLANE.d_min(shape)
+    recip = np.linalg.inv(basis)
+    limits = [int(np.ceil(np.linalg.norm(basis[i]) / d_min)) for i in range(3)]
+    h, k, l = np.meshgrid(*(np.arange(-m, m + 1) for m in limits), indexing="ij")
+    hkl = np.stack([h.ravel(), k.ravel(), l.ravel()], axis=1).astype(float)
+    r = hkl @ recip.T
+    s1 = r + PLANE.s0
+    eps = np.linalg.norm(s1, axis=1) - 1.0 / PLANE.wavelength
+    r_len = np.linalg.norm(r, axis=1)
+    sel = (r_len > 0) & (r_len <= 1.0 / d_min) & (np.abs(eps) <= max_excitation) & (s1[:, 2] > 0)
+    y, x = PLANE.project(r[sel])
+    on = np.isfinite(y) & (y >= 3) & (y <= shape[0] - 3) & (x >= 3) & (x <= shape[1] - 3)
+    assert got["hkl"].shape[0] == on.sum() > 0
+    assert np.array_equal(got["hkl"], hkl[sel][on].astype(np.int32))
+    assert np.array_equal(got["y"], y[on]) and np.array_equal(got["excitation"], eps[sel][on])
