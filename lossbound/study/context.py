@@ -59,7 +59,7 @@ class StudyContext:
     raw_seconds: float
     raw_cached: bool
     raw_metrics: dict[str, float]
-    # counting-noise reference: model, K, seconds, per-metric values; or {"unavailable": why}
+    # counting-noise reference: model, K, seconds, per-metric values and effects; or {"unavailable": why}
     noise: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -175,8 +175,8 @@ def build_context(spec: ContextSpec) -> StudyContext:
             key={"dataset": data.checksum, "pipeline": technique.describe(),
                  "evaluators": tcfg.get("evaluators") or {}})
         if "values" in noise:
-            tolerances = tolerances.with_noise(noise_effects(noise["values"], raw_metrics),
-                                               max_relative_se=noise_settings.max_relative_se)
+            noise = dict(noise, effects=noise_effects(noise["values"], raw_metrics))  # once, for all readers
+            tolerances = tolerances.with_noise(noise["effects"], max_relative_se=noise_settings.max_relative_se)
     if not (v := tolerances.check(raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     return StudyContext(

@@ -36,7 +36,6 @@ from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for
 from lossbound.study.executor import PointRunner, available_cores, is_broken_pool
 from lossbound.study.journal import Journal
-from lossbound.study.noise_reference import noise_effects
 from lossbound.study.plots import sweep_figure
 from lossbound.study.report import write_report
 from lossbound.study.point import judge, point_seconds, render_figure
@@ -453,8 +452,7 @@ def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
     noise = ctx.noise
     if "values" not in noise:
         return {"unavailable": noise.get("unavailable")}
-    metrics = [c.metric for c in ctx.tolerances]
-    effects = noise_effects({m: noise["values"].get(m, []) for m in metrics}, ctx.raw_metrics)
+    effects = {c.metric: noise["effects"][c.metric] for c in ctx.tolerances if c.metric in noise["effects"]}
     return {"model": noise["model"], "resamples": noise["resamples"], "seed": noise["seed"],
             "seconds": noise["seconds"], "cached": noise.get("cached", False),
             "limits": ctx.tolerances.noise_limits(),
