@@ -37,7 +37,7 @@ def study(overrides: Sequence[str]):
     import evaluate
     from lossbound.study import context
 
-    context._CONTEXTS.clear()  # each study builds its context as a new process would
+    context.forget_contexts()  # each study builds its context as a new process would
     return evaluate.run(compose(overrides))
 
 

@@ -8,9 +8,13 @@ process that is reused across calls; when it dies or times out the call raises
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import hashlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, TypeVar
@@ -54,10 +58,22 @@ class _NoPayload(RuntimeError):
     """The worker process holds no payload (it is not the one that was sent it)."""
 
 
-def _roundtrip_kept(setting: CodecSetting) -> RoundTrip:
+def _roundtrip_kept(setting: CodecSetting, out: str | None = None) -> RoundTrip:
+    """The round trip of the kept payload; with ``out``, the decompressed array is written
+    there (a file in shared memory) instead of coming back through the pipe, which costs
+    ~4 ms per MB (0.8 s for 8 stills of 6 Mpx) against ~1 ms for the file."""
     if "payload" not in _KEPT:
         raise _NoPayload()
-    return roundtrip(_KEPT["payload"], setting, valid=_KEPT.get("valid"), geometry=_KEPT.get("geometry"))
+    rt = roundtrip(_KEPT["payload"], setting, valid=_KEPT.get("valid"), geometry=_KEPT.get("geometry"))
+    if out is not None:
+        try:
+            np.save(out, rt.decompressed, allow_pickle=False)
+        except OSError:  # shared memory full: the pipe still works
+            with contextlib.suppress(OSError):
+                os.remove(out)
+            return rt
+        rt = dataclasses.replace(rt, decompressed=None)
+    return rt
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -113,6 +129,16 @@ class CodecWorker:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._payload_key: tuple | None = None  # what the current worker process holds
         self.restarts = 0  # worker processes replaced after a crash or timeout
+        self._return_dir: str | None = None  # where the worker leaves decompressed arrays
+
+    def _return_path(self) -> str | None:
+        """A file in shared memory (``/dev/shm``) for the next decompressed array, or None
+        (through the pipe) where there is none."""
+        if self._return_dir is None:
+            if not (os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)):
+                return None
+            self._return_dir = tempfile.mkdtemp(prefix="lossbound-codec-", dir="/dev/shm")
+        return os.path.join(self._return_dir, "decompressed.npy")
 
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> CodecWorker:
@@ -130,12 +156,17 @@ class CodecWorker:
         kill : bool
             Kill a worker that is still busy instead of waiting for it.
         """
-        if kill:
-            self._discard_pool(kill=True, count=False)
-            return
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            if kill:
+                self._discard_pool(kill=True, count=False)
+                return
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if self._return_dir is not None:
+                shutil.rmtree(self._return_dir, ignore_errors=True)
+                self._return_dir = None
 
     def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -230,8 +261,16 @@ class CodecWorker:
                 self.call(_keep_payload, data, valid, None if geometry is None else dict(geometry), timeout=timeout,
                           label=setting.label)
                 self._payload_key = (key, self._pool)
+            out = self._return_path()
             try:
-                return self.call(_roundtrip_kept, setting, timeout=timeout, label=setting.label)
+                rt = self.call(_roundtrip_kept, setting, out, timeout=timeout, label=setting.label)
             except _NoPayload:  # a fresh worker replaced the one that held it
                 self._payload_key = None
+                continue
+            if rt.decompressed is None:
+                try:
+                    rt = dataclasses.replace(rt, decompressed=np.load(out, allow_pickle=False))
+                finally:
+                    os.remove(out)
+            return rt
         raise CodecCrash(f"{setting.label}: the codec worker lost its data twice")

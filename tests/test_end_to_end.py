@@ -75,7 +75,7 @@ def test_raw_result_is_cached_between_sweeps(tmp_path):
     from lossbound.study import context
 
     first = evaluate.run(compose(overrides))
-    context._CONTEXTS.clear()  # a new process: only the disk cache is left
+    context.forget_contexts()  # a new process: only the disk cache is left
     second = evaluate.run(compose(overrides))
     assert not first.raw_cached and second.raw_cached
     assert first.points[0].metrics == pytest.approx(second.points[0].metrics)

@@ -131,3 +131,32 @@ def test_noise_settings_are_checked():
     for bad in ({"mode": "sometimes"}, {"resamples": 1}, {"k": 4}, {"resamples": "many"}, {"max_relative_se": 0}):
         with pytest.raises(ConfigError, match="noise_reference"):
             NoiseSettings.from_config(bad)
+
+
+def test_worker_processes_measure_the_same_noise_reference_as_one_process(tmp_path, monkeypatch, caplog):
+    """The re-samplings are drawn in order from one seeded generator in the study's process,
+    whichever processes evaluate them: two workers give the sequential values (to the last
+    bits a different BLAS thread count sums in another order)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose, small_sim_overrides
+    from lossbound.study import context
+
+    cfg = compose(small_sim_overrides(tmp_path) + ["technique.noise_reference.resamples=3"])
+
+    def spec(cache: str) -> context.ContextSpec:
+        return context.ContextSpec(technique=OmegaConf.to_container(cfg.technique, resolve=True),
+                                   dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
+                                   cache_dir=str(tmp_path / cache))
+
+    monkeypatch.setattr(context, "PARALLEL_NOISE_MIN_SECONDS", 0.0)  # the tiny data would stay in one process
+    one = context.build_context(spec("one"), workers=1).noise
+    context.forget_contexts()
+    with caplog.at_level("INFO", logger="lossbound.study.executor"):
+        two = context.build_context(spec("two"), workers=2).noise
+    context.forget_contexts()
+    assert "re-samplings in 2 worker processes" in caplog.text
+    assert not one["cached"] and not two["cached"]
+    assert one["values"].keys() == two["values"].keys() and len(one["values"]["recon_psnr"]) == 3
+    for metric, values in one["values"].items():
+        assert two["values"][metric] == pytest.approx(values, rel=1e-9, abs=1e-12, nan_ok=True), metric

@@ -26,7 +26,7 @@ def _run(overrides):
     import evaluate
     from lossbound.study import context
 
-    context._CONTEXTS.clear()  # as a new process would
+    context.forget_contexts()  # as a new process would
     return evaluate.run(compose(overrides))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import multiprocessing
 from multiprocessing.context import SpawnContext
 
-__all__ = ["spawn_context"]
+__all__ = ["pin_threads", "spawn_context"]
 
 
 def spawn_context() -> SpawnContext:
@@ -18,3 +18,20 @@ def spawn_context() -> SpawnContext:
     if multiprocessing.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
         multiprocessing.set_start_method("spawn", force=True)
     return multiprocessing.get_context("spawn")
+
+
+def pin_threads(threads: int) -> None:
+    """Limit this process's BLAS/OpenMP pools (threadpoolctl) and numba to ``threads``, so
+    worker processes side by side do not oversubscribe the cores (for the process's life)."""
+    from threadpoolctl import threadpool_limits
+
+    _PINNED.append(threadpool_limits(limits=threads))  # kept: the limit lasts while referenced
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba comes with algotom
+        pass
+
+
+_PINNED: list = []

@@ -102,13 +102,27 @@ def _evaluate(evaluators: Mapping[str, Evaluator], references: Mapping[str, Any]
 
 
 _CONTEXTS: dict[str, StudyContext] = {}
+_RAW_PARTS: dict[str, "RawPart"] = {}
+
+# A noise reference expected to take longer than this one process at a time is spread over the
+# study's worker processes (each starts Python, reads the dataset and the cached raw result:
+# seconds, which shorter references would not win back)
+PARALLEL_NOISE_MIN_SECONDS = 20.0
 
 
-def context_for(spec: ContextSpec) -> StudyContext:
-    """The context of ``spec``, built once per process."""
+def forget_contexts() -> None:
+    """Drop this process's contexts and raw parts: the next study rebuilds them as a new
+    process would (from the disk cache only)."""
+    _CONTEXTS.clear()
+    _RAW_PARTS.clear()
+
+
+def context_for(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
+    """The context of ``spec``, built once per process; ``workers`` processes may share
+    the counting-noise reference when it is computed here (not cached)."""
     ctx = _CONTEXTS.get(spec.key)
     if ctx is None:
-        ctx = _CONTEXTS[spec.key] = build_context(spec)
+        ctx = _CONTEXTS[spec.key] = build_context(spec, workers=workers)
     return ctx
 
 
@@ -123,7 +137,36 @@ def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
     return out
 
 
-def build_context(spec: ContextSpec) -> StudyContext:
+@dataclasses.dataclass
+class RawPart:
+    """A context before its counting-noise reference: what a re-sampling is evaluated with."""
+
+    technique: Technique
+    evaluators: dict[str, Evaluator]
+    tolerances: Tolerances
+    raw: Outcome
+    prepared: dict[str, Any]
+    references: dict[str, Any]
+    raw_seconds: float
+    raw_cached: bool
+    # what computing the raw result took (the cost of one more pipeline run; NaN if unknown)
+    pipeline_seconds: float
+    raw_metrics: dict[str, float]
+    noise_settings: NoiseSettings
+
+    def evaluate(self, comp: Outcome) -> dict[str, float]:
+        return _evaluate(self.evaluators, self.references, self.raw, comp)
+
+
+def raw_part(spec: ContextSpec) -> RawPart:
+    """The raw part of ``spec``'s context, built once per process (the raw result from the cache)."""
+    part = _RAW_PARTS.get(spec.key)
+    if part is None:
+        part = _RAW_PARTS[spec.key] = _build_raw_part(spec)
+    return part
+
+
+def _build_raw_part(spec: ContextSpec) -> RawPart:
     tcfg = spec.technique
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     evaluators = build_evaluators(tcfg.get("evaluators") or {})
@@ -137,7 +180,7 @@ def build_context(spec: ContextSpec) -> StudyContext:
         return prepared, technique.run(data, prepared)
 
     cache = ResultCache(spec.cache_dir)
-    prepared, result, hit = cache.get_or_compute(
+    prepared, result, hit, pipeline_seconds = cache.get_or_compute(
         {"dataset": data.checksum, "pipeline": technique.describe()}, compute
     )
     raw = Outcome(data, result)
@@ -167,20 +210,34 @@ def build_context(spec: ContextSpec) -> StudyContext:
         log.warning("criteria not applicable to %s (undefined even for the raw data against itself): %s",
                     data.name, ", ".join(undefined))
         tolerances = tolerances.without(undefined)
+    return RawPart(technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw, prepared=prepared,
+                   references=references, raw_seconds=raw_seconds, raw_cached=hit,
+                   pipeline_seconds=pipeline_seconds, raw_metrics=raw_metrics, noise_settings=noise_settings)
+
+
+def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
+    part = raw_part(spec)
+    technique, raw, tolerances, settings = part.technique, part.raw, part.tolerances, part.noise_settings
     noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
     if tolerances.noise_factors:
+        evaluate_many = None
+        expected = settings.resamples * part.pipeline_seconds  # NaN (unknown) compares False
+        if workers > 1 and spec.cache_dir and expected >= PARALLEL_NOISE_MIN_SECONDS:
+            from lossbound.study.executor import resample_runner  # the executor imports this module
+
+            evaluate_many = resample_runner(spec, workers=min(workers, settings.resamples))
         noise = noise_reference(
-            technique, raw, prepared, lambda comp: _evaluate(evaluators, references, raw, comp),
-            noise_settings, cache=cache,
-            key={"dataset": data.checksum, "pipeline": technique.describe(),
-                 "evaluators": tcfg.get("evaluators") or {}})
+            technique, raw, part.prepared, part.evaluate, settings, cache=ResultCache(spec.cache_dir),
+            key={"dataset": raw.data.checksum, "pipeline": technique.describe(),
+                 "evaluators": spec.technique.get("evaluators") or {}},
+            evaluate_many=evaluate_many)
         if "values" in noise:
-            noise = dict(noise, effects=noise_effects(noise["values"], raw_metrics))  # once, for all readers
-            tolerances = tolerances.with_noise(noise["effects"], max_relative_se=noise_settings.max_relative_se)
-    if not (v := tolerances.check(raw_metrics)).passed:
+            noise = dict(noise, effects=noise_effects(noise["values"], part.raw_metrics))  # once, for all readers
+            tolerances = tolerances.with_noise(noise["effects"], max_relative_se=settings.max_relative_se)
+    if not (v := tolerances.check(part.raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     return StudyContext(
-        spec=spec, technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw,
-        prepared=prepared, references=references, raw_seconds=raw_seconds, raw_cached=hit,
-        raw_metrics=raw_metrics, noise=noise,
+        spec=spec, technique=technique, evaluators=part.evaluators, tolerances=tolerances, raw=raw,
+        prepared=part.prepared, references=part.references, raw_seconds=part.raw_seconds,
+        raw_cached=part.raw_cached, raw_metrics=part.raw_metrics, noise=noise,
     )

@@ -2,22 +2,27 @@
 
 Each worker process rebuilds the context from the raw-result cache (:func:`context_for`),
 pins its BLAS/OpenMP/numba threads (threadpoolctl) so workers do not oversubscribe the
-cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`.
+cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`. A long
+counting-noise reference is spread over worker processes the same way
+(:func:`resample_runner`), before the points' pool starts.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import multiprocessing
 import multiprocessing.util
 import os
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
 
 from compressors import CodecSetting, CodecWorker
-from lossbound.core.processes import spawn_context
-from lossbound.core.types import PointResult
-from lossbound.study.context import ContextSpec, StudyContext, context_for
+from lossbound.core.processes import pin_threads, spawn_context
+from lossbound.core.types import Outcome, PointResult
+from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
 from lossbound.study.point import evaluate_point
 
 log = logging.getLogger(__name__)
@@ -44,20 +49,8 @@ def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSet
             log.debug("warm-up of %s failed: %s", setting.label, exc)
 
 
-def _pin_threads(threads: int) -> None:
-    from threadpoolctl import threadpool_limits
-
-    _STATE["threadpool_limits"] = threadpool_limits(limits=threads)  # kept: the limit lasts
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover - numba comes with algotom
-        pass
-
-
 def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, warm: list[dict]) -> None:
-    _pin_threads(threads)
+    pin_threads(threads)
     ctx = context_for(spec)
     worker = CodecWorker(isolate=isolate)
     # A pool worker ends through multiprocessing's exit function, which joins its children:
@@ -65,6 +58,40 @@ def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, warm: 
     multiprocessing.util.Finalize(worker, worker.close, kwargs={"kill": True}, exitpriority=10)
     _warm_up(worker, ctx, [CodecSetting.from_dict(d) for d in warm], timeout)
     _STATE.update(ctx=ctx, worker=worker, timeout=timeout)
+
+
+def _init_resample_worker(spec: ContextSpec, threads: int) -> None:
+    pin_threads(threads)
+    _STATE["raw_part"] = raw_part(spec)
+
+
+def _resample_metrics(payload: np.ndarray) -> dict[str, float]:
+    part = _STATE["raw_part"]
+    data = part.raw.data.with_payload(payload)
+    return part.evaluate(Outcome(data, part.technique.run(data, part.prepared)))
+
+
+def resample_runner(spec: ContextSpec, *, workers: int) -> Callable[[Iterator[np.ndarray]], Iterator[dict[str, float]]]:
+    """Evaluate counting-noise re-samplings of ``spec``'s raw data in ``workers`` spawned
+    processes (each rebuilds the raw part of the context from the cache): payloads in, their
+    metrics out, in order. At most ``workers`` payloads are in flight (each is a copy of the
+    dataset's payload); the processes end with the last one."""
+    threads = max(1, available_cores() // workers)
+
+    def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context(),
+                                                    initializer=_init_resample_worker,
+                                                    initargs=(spec, threads)) as pool:
+            in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
+            for payload in payloads:
+                in_flight.append(pool.submit(_resample_metrics, payload))
+                if len(in_flight) >= workers:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+
+    log.info("counting-noise re-samplings in %d worker processes", workers)
+    return run
 
 
 def _evaluate(setting: dict) -> PointResult:

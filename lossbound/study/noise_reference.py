@@ -17,18 +17,21 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from lossbound.core.errors import ConfigError, NotApplicable
-from lossbound.core.types import Dataset, Outcome
+from lossbound.core.types import Outcome
 from lossbound.study.cache import ResultCache
 from pipelines.base import Technique
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
+
+# re-sampled payloads in, each one's metrics out, in order
+EvaluateMany = Callable[[Iterator[np.ndarray]], Iterable[dict[str, float]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +90,26 @@ def noise_effects(values: Mapping[str, list[float]], ideal: Mapping[str, float])
 
 
 def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
-            evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings) -> dict[str, Any]:
-    """Run the pipeline and the evaluators on ``settings.resamples`` re-measurements of ``raw``."""
+            evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings, *,
+            evaluate_many: EvaluateMany | None = None) -> dict[str, Any]:
+    """Run the pipeline and the evaluators on ``settings.resamples`` re-measurements of ``raw``.
+
+    The re-measurements are drawn here, in order, from one generator seeded with
+    ``settings.seed``: the same data however they are evaluated. ``evaluate_many`` (payload
+    arrays in, their metrics out, in order) evaluates them elsewhere, e.g. in worker processes;
+    by default each runs here, one after the other.
+    """
     model = technique.noise_model(raw.data)
     rng = np.random.default_rng(settings.seed)  # reproducible: the same re-samplings on every run
+    draws = (technique.resample(raw.data, rng) for _ in range(settings.resamples))  # drawn as consumed
+    if evaluate_many is None:
+        results: Iterable[dict[str, float]] = (
+            evaluate(Outcome(data, technique.run(data, prepared))) for data in draws)
+    else:
+        results = evaluate_many(data.payload_array for data in draws)
     values: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    for i in range(settings.resamples):
-        data: Dataset = technique.resample(raw.data, rng)
-        metrics = evaluate(Outcome(data, technique.run(data, prepared)))
+    for i, metrics in enumerate(results):
         for k, v in metrics.items():
             values.setdefault(k, []).append(float(v))
         log.info("noise reference of %s: re-sampling %d/%d done", raw.data.name, i + 1, settings.resamples)
@@ -106,7 +120,8 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
 
 def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
                     evaluate: Callable[[Outcome], dict[str, float]], settings: NoiseSettings, *,
-                    cache: ResultCache, key: Mapping[str, Any]) -> dict[str, Any]:
+                    cache: ResultCache, key: Mapping[str, Any],
+                    evaluate_many: EvaluateMany | None = None) -> dict[str, Any]:
     """The noise reference of ``raw`` (cached under ``key`` + the settings), or
     ``{"unavailable": reason}`` when the technique has no noise model for the data and the
     mode is auto (mode on: a ConfigError)."""
@@ -122,7 +137,8 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
     # the model's own parameters (a gain, a dark level) are in its description: part of the key
     what = {"noise_reference": {"resamples": settings.resamples, "seed": settings.seed}, "model": model, **key}
     try:
-        doc, hit = cache.get_or_compute_json(what, lambda: measure(technique, raw, prepared, evaluate, settings))
+        doc, hit = cache.get_or_compute_json(what, lambda: measure(technique, raw, prepared, evaluate, settings,
+                                                                      evaluate_many=evaluate_many))
     except Exception as exc:  # noqa: BLE001 - the pipeline failed on a re-sampling
         if settings.mode == "on":
             raise

@@ -199,7 +199,7 @@ class Study:
     # -- the study -----------------------------------------------------------------------------
     def run(self) -> StudyResult:
         t_start = time.perf_counter()
-        ctx = context_for(self.spec)
+        ctx = context_for(self.spec, workers=self.workers)
         data = ctx.data
         log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
