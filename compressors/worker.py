@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from lossbound.core.processes import spawn_context
+from lossbound.core.processes import spawn_context, stop_pool
 
 from .hdf5 import RoundTrip, roundtrip
 from .specs import CodecSetting
@@ -182,15 +182,7 @@ class CodecWorker:
         pool, self._pool = self._pool, None
         if pool is None:
             return []
-        # ProcessPoolExecutor has no public handle on its workers before Python 3.14.
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        if kill:
-            for proc in procs:
-                if proc.is_alive():
-                    proc.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            proc.join(timeout=5)
+        procs = stop_pool(pool, kill=kill)
         self.restarts += count
         return procs
 

@@ -133,10 +133,12 @@ def test_noise_settings_are_checked():
             NoiseSettings.from_config(bad)
 
 
-def test_worker_processes_measure_the_same_noise_reference_as_one_process(tmp_path, monkeypatch, caplog):
+def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_path, monkeypatch, caplog):
     """The re-samplings are drawn in order from one seeded generator in the study's process,
-    whichever processes evaluate them: two workers give the sequential values (to the last
-    bits a different BLAS thread count sums in another order)."""
+    whichever process evaluates them: with a helper process the values are the sequential
+    ones (to the last bits a different BLAS thread count sums in another order)."""
+    import time
+
     from omegaconf import OmegaConf
 
     from conftest import compose, small_sim_overrides
@@ -149,14 +151,45 @@ def test_worker_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
                                    dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
                                    cache_dir=str(tmp_path / cache))
 
-    monkeypatch.setattr(context, "PARALLEL_NOISE_MIN_SECONDS", 0.0)  # the tiny data would stay in one process
     one = context.build_context(spec("one"), workers=1).noise
     context.forget_contexts()
+    # Slow this process down (not the helper, a fresh process) so the helper, seconds to
+    # start, gets re-samplings to do: the tiny simulation would otherwise all run here.
+    evaluate_payload = context.RawPart.evaluate_payload
+
+    def slow(self, payload):
+        time.sleep(6.0)
+        return evaluate_payload(self, payload)
+
+    monkeypatch.setattr(context.RawPart, "evaluate_payload", slow)
     with caplog.at_level("INFO", logger="lossbound.study.executor"):
         two = context.build_context(spec("two"), workers=2).noise
     context.forget_contexts()
-    assert "re-samplings in 2 worker processes" in caplog.text
+    shared = [r.getMessage() for r in caplog.records if "re-samplings:" in r.getMessage()]
+    assert shared and "0 in 1 helper" not in shared[0], shared   # the helper evaluated some
     assert not one["cached"] and not two["cached"]
     assert one["values"].keys() == two["values"].keys() and len(one["values"]["recon_psnr"]) == 3
     for metric, values in one["values"].items():
         assert two["values"][metric] == pytest.approx(values, rel=1e-9, abs=1e-12, nan_ok=True), metric
+
+
+def test_a_short_noise_reference_never_waits_for_a_helper_still_starting(tmp_path, caplog):
+    """Tiny data: this process evaluates every re-sampling before a helper could start, and
+    does not wait for it."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose, small_sim_overrides
+    from lossbound.study import context
+
+    cfg = compose(small_sim_overrides(tmp_path) + ["technique.noise_reference.resamples=2"])
+    spec = context.ContextSpec(technique=OmegaConf.to_container(cfg.technique, resolve=True),
+                               dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
+                               cache_dir=str(tmp_path / "cache"))
+    context.raw_part(spec)  # the raw result, as a study computes it first
+    with caplog.at_level("INFO", logger="lossbound.study.executor"):
+        noise = context.build_context(spec, workers=2).noise
+    context.forget_contexts()
+    assert len(noise["values"]["recon_psnr"]) == 2
+    # both here: the one handed to the helper was taken back, not waited for (Python alone
+    # takes longer to start than the two re-samplings of the tiny simulation)
+    assert any("2 here, 0 in 1 helper" in r.getMessage() for r in caplog.records), caplog.text

@@ -1,10 +1,12 @@
 """Child processes that start the same way wherever we run."""
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
 from multiprocessing.context import SpawnContext
+from typing import Any
 
-__all__ = ["pin_threads", "spawn_context"]
+__all__ = ["pin_threads", "spawn_context", "stop_pool"]
 
 
 def spawn_context() -> SpawnContext:
@@ -35,3 +37,18 @@ def pin_threads(threads: int) -> None:
 
 
 _PINNED: list = []
+
+
+def stop_pool(pool: concurrent.futures.ProcessPoolExecutor, *, kill: bool) -> list[Any]:
+    """Shut ``pool`` down without waiting for its queued calls; with ``kill``, its busy
+    processes are killed rather than allowed to finish. Returns the processes (joined)."""
+    # ProcessPoolExecutor has no public handle on its workers before Python 3.14.
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    if kill:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.join(timeout=5)
+    return procs

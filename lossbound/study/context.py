@@ -104,12 +104,6 @@ def _evaluate(evaluators: Mapping[str, Evaluator], references: Mapping[str, Any]
 _CONTEXTS: dict[str, StudyContext] = {}
 _RAW_PARTS: dict[str, "RawPart"] = {}
 
-# A noise reference expected to take longer than this one process at a time is spread over the
-# study's worker processes (each starts Python, reads the dataset and the cached raw result:
-# seconds, which shorter references would not win back)
-PARALLEL_NOISE_MIN_SECONDS = 20.0
-
-
 def forget_contexts() -> None:
     """Drop this process's contexts and raw parts: the next study rebuilds them as a new
     process would (from the disk cache only)."""
@@ -149,13 +143,16 @@ class RawPart:
     references: dict[str, Any]
     raw_seconds: float
     raw_cached: bool
-    # what computing the raw result took (the cost of one more pipeline run; NaN if unknown)
-    pipeline_seconds: float
     raw_metrics: dict[str, float]
     noise_settings: NoiseSettings
 
     def evaluate(self, comp: Outcome) -> dict[str, float]:
         return _evaluate(self.evaluators, self.references, self.raw, comp)
+
+    def evaluate_payload(self, payload: Any) -> dict[str, float]:
+        """The pipeline and every evaluator on the raw dataset with ``payload`` in place of its own."""
+        data = self.raw.data.with_payload(payload)
+        return self.evaluate(Outcome(data, self.technique.run(data, self.prepared)))
 
 
 def raw_part(spec: ContextSpec) -> RawPart:
@@ -180,7 +177,7 @@ def _build_raw_part(spec: ContextSpec) -> RawPart:
         return prepared, technique.run(data, prepared)
 
     cache = ResultCache(spec.cache_dir)
-    prepared, result, hit, pipeline_seconds = cache.get_or_compute(
+    prepared, result, hit = cache.get_or_compute(
         {"dataset": data.checksum, "pipeline": technique.describe()}, compute
     )
     raw = Outcome(data, result)
@@ -211,8 +208,8 @@ def _build_raw_part(spec: ContextSpec) -> RawPart:
                     data.name, ", ".join(undefined))
         tolerances = tolerances.without(undefined)
     return RawPart(technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw, prepared=prepared,
-                   references=references, raw_seconds=raw_seconds, raw_cached=hit,
-                   pipeline_seconds=pipeline_seconds, raw_metrics=raw_metrics, noise_settings=noise_settings)
+                   references=references, raw_seconds=raw_seconds, raw_cached=hit, raw_metrics=raw_metrics,
+                   noise_settings=noise_settings)
 
 
 def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
@@ -221,11 +218,11 @@ def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
     noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
     if tolerances.noise_factors:
         evaluate_many = None
-        expected = settings.resamples * part.pipeline_seconds  # NaN (unknown) compares False
-        if workers > 1 and spec.cache_dir and expected >= PARALLEL_NOISE_MIN_SECONDS:
+        if workers > 1 and spec.cache_dir:  # helper processes read the raw result from the cache
             from lossbound.study.executor import resample_runner  # the executor imports this module
 
-            evaluate_many = resample_runner(spec, workers=min(workers, settings.resamples))
+            evaluate_many = resample_runner(spec, workers=min(workers, settings.resamples),
+                                            inline=part.evaluate_payload)
         noise = noise_reference(
             technique, raw, part.prepared, part.evaluate, settings, cache=ResultCache(spec.cache_dir),
             key={"dataset": raw.data.checksum, "pipeline": technique.describe(),

@@ -2,13 +2,12 @@
 
 Each worker process rebuilds the context from the raw-result cache (:func:`context_for`),
 pins its BLAS/OpenMP/numba threads (threadpoolctl) so workers do not oversubscribe the
-cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`. A long
-counting-noise reference is spread over worker processes the same way
+cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`. The
+counting-noise re-samplings are shared with helper processes built the same way
 (:func:`resample_runner`), before the points' pool starts.
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import multiprocessing
@@ -20,8 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from compressors import CodecSetting, CodecWorker
-from lossbound.core.processes import pin_threads, spawn_context
-from lossbound.core.types import Outcome, PointResult
+from lossbound.core.processes import pin_threads, spawn_context, stop_pool
+from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
 from lossbound.study.point import evaluate_point
 
@@ -66,31 +65,72 @@ def _init_resample_worker(spec: ContextSpec, threads: int) -> None:
 
 
 def _resample_metrics(payload: np.ndarray) -> dict[str, float]:
-    part = _STATE["raw_part"]
-    data = part.raw.data.with_payload(payload)
-    return part.evaluate(Outcome(data, part.technique.run(data, part.prepared)))
+    return _STATE["raw_part"].evaluate_payload(payload)
 
 
-def resample_runner(spec: ContextSpec, *, workers: int) -> Callable[[Iterator[np.ndarray]], Iterator[dict[str, float]]]:
-    """Evaluate counting-noise re-samplings of ``spec``'s raw data in ``workers`` spawned
-    processes (each rebuilds the raw part of the context from the cache): payloads in, their
-    metrics out, in order. At most ``workers`` payloads are in flight (each is a copy of the
-    dataset's payload); the processes end with the last one."""
+def resample_runner(spec: ContextSpec, *, workers: int, inline: Callable[[np.ndarray], dict[str, float]]
+                    ) -> Callable[[Iterator[np.ndarray]], Iterator[dict[str, float]]]:
+    """Share counting-noise re-samplings of ``spec``'s raw data between this process
+    (``inline``) and ``workers - 1`` spawned helpers (each rebuilds the raw part of the context
+    from the cache): payloads in, their metrics out, in order.
+
+    A payload goes to a free helper, else it is evaluated here. A helper takes seconds to start
+    (Python, the dataset, the cached raw result, an integrator), which a short reference never
+    wins back: at the end this process does not wait for a helper that has delivered nothing
+    yet, it evaluates that payload itself. So a short reference costs what it costs in one
+    process and a long one (thaumatin: 30 s per re-sampling) is shared. The pipelines are
+    deterministic: where a re-sampling ran does not change its metrics. At most ``workers``
+    payloads are in memory; BLAS/OpenMP threads are pinned here as in the helpers.
+    """
+    helpers = max(1, workers - 1)
     threads = max(1, available_cores() // workers)
 
     def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=spawn_context(),
-                                                    initializer=_init_resample_worker,
-                                                    initargs=(spec, threads)) as pool:
-            in_flight: collections.deque[concurrent.futures.Future] = collections.deque()
-            for payload in payloads:
-                in_flight.append(pool.submit(_resample_metrics, payload))
-                if len(in_flight) >= workers:
-                    yield in_flight.popleft().result()
-            while in_flight:
-                yield in_flight.popleft().result()
+        from threadpoolctl import threadpool_limits
 
-    log.info("counting-noise re-samplings in %d worker processes", workers)
+        results: dict[int, dict[str, float]] = {}
+        jobs: dict[int, tuple[concurrent.futures.Future, np.ndarray]] = {}
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=helpers, mp_context=spawn_context(),
+                                                      initializer=_init_resample_worker, initargs=(spec, threads))
+        usable, delivered = True, 0
+
+        def collect(j: int, wait: bool) -> None:
+            nonlocal usable, delivered
+            fut, payload = jobs.pop(j)
+            if not (wait or fut.done()):
+                jobs[j] = (fut, payload)
+                return
+            try:
+                results[j] = fut.result()
+                delivered += 1
+            except BrokenProcessPool as exc:  # a helper died: this process does its share
+                log.warning("noise-reference helper process died (%s); continuing here", exc)
+                usable = False
+                results[j] = inline(payload)
+
+        try:
+            with threadpool_limits(limits=threads):
+                for i, payload in enumerate(payloads):
+                    for j in list(jobs):
+                        collect(j, wait=False)
+                    if usable and len(jobs) < helpers:
+                        jobs[i] = (pool.submit(_resample_metrics, payload), payload)
+                    else:
+                        results[i] = inline(payload)
+                for j in sorted(jobs):
+                    fut, payload = jobs[j]
+                    if fut.done() or delivered:
+                        collect(j, wait=True)
+                    else:  # a helper still starting: not worth waiting for
+                        del jobs[j]
+                        results[j] = inline(payload)
+        finally:
+            stop_pool(pool, kill=True)  # a helper still starting or duplicating work is not waited for
+        log.info("counting-noise re-samplings: %d here, %d in %d helper process%s", len(results) - delivered,
+                 delivered, helpers, "" if helpers == 1 else "es")
+        for i in sorted(results):
+            yield results[i]
+
     return run
 
 

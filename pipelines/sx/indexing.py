@@ -9,6 +9,7 @@ needs.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
 import pickle
@@ -58,6 +59,7 @@ class Indexer:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._next = 0
+        self._waiter: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -74,6 +76,9 @@ class Indexer:
         return lines[-1][:300] if lines else ""
 
     def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.shutdown(wait=False, cancel_futures=True)
+            self._waiter = None
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.stdin.close()
@@ -90,6 +95,14 @@ class Indexer:
         if proc.poll() is None:
             proc.kill()
         return proc.wait()
+
+    def submit(self, y: np.ndarray, x: np.ndarray, *, cell: Any, plane: DetectorPlane,
+               options: Mapping[str, Any] | None = None) -> concurrent.futures.Future:
+        """:meth:`index` without waiting: a future of its reply. The worker process indexes
+        while the caller goes on (the next frame's spots); a thread waits on the pipe."""
+        if self._waiter is None:
+            self._waiter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-worker")
+        return self._waiter.submit(self.index, y, x, cell=cell, plane=plane, options=options)
 
     def index(self, y: np.ndarray, x: np.ndarray, *, cell: Any, plane: DetectorPlane,
               options: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -157,19 +157,39 @@ class SxTechnique(Technique):
                      "indexed_fraction": np.full(n, np.nan), "rmsd_px": np.full(n, np.nan),
                      "basis": np.full((n, 3, 3), np.nan), "cell": np.full((n, 6), np.nan),
                      "orientation_covariance": np.full((n, 3, 3), np.nan)}
+        options = {"tolerance_px": cfg["index_tolerance_px"], "min_fraction": cfg["index_min_fraction"],
+                   "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"]}
+
+        def add_rows(i: int, spots: Mapping[str, np.ndarray], spot_indexed: np.ndarray) -> None:
+            for f in sp.SPOT_FIELDS:
+                rows[f].append(spots[f])
+            rows["frame"].append(np.full(spots["y"].size, i, np.int32))
+            rows["indexed"].append(spot_indexed)
+
+        # A hit is indexed in the cctbx worker process while this one finds the next frame's
+        # spots (one frame in flight; results are added in frame order)
+        pending: tuple[int, np.ndarray, np.ndarray, dict[str, np.ndarray], Any] | None = None
+
+        def finish(p: tuple[int, np.ndarray, np.ndarray, dict[str, np.ndarray], Any]) -> None:
+            i, frame, bg, spots, reply = p
+            add_rows(i, spots, self._use_indexing(i, frame, bg, masked, spots, reply.result(), plane, frame_out, refl))
+
         for i, frame in enumerate(data.payload_array):
             bg, sigma = sp.background_model(ai, frame, masked, npt=cfg["npt"], unit=cfg["unit"],
                                             thres=float(cfg["clip_sigma"]), max_iter=cfg["clip_iterations"])
             spots = sp.find_spots(frame, bg, sigma, masked, k=float(cfg["k_sigma"]), min_pixels=cfg["min_pixels"])
             nspots = spots["y"].size
             frame_out["n_spots"][i] = nspots
-            spot_indexed = np.zeros(nspots, bool)
+            if pending is not None:
+                finish(pending)
+                pending = None
             if plane is not None and nspots >= cfg["min_spots"]:
-                spot_indexed = self._index_frame(i, frame, bg, masked, spots, cell, plane, frame_out, refl)
-            for f in sp.SPOT_FIELDS:
-                rows[f].append(spots[f])
-            rows["frame"].append(np.full(nspots, i, np.int32))
-            rows["indexed"].append(spot_indexed)
+                pending = (i, frame, bg, spots,
+                           indexing.indexer().submit(spots["y"], spots["x"], cell=cell, plane=plane, options=options))
+            else:
+                add_rows(i, spots, np.zeros(nspots, bool))
+        if pending is not None:
+            finish(pending)
         out = {f"spot_{f}": np.concatenate(v) for f, v in rows.items()}
         out.update(frame_out)
         out["hit"] = sp.hits(out["n_spots"], min_spots=cfg["min_spots"])
@@ -191,14 +211,12 @@ class SxTechnique(Technique):
                               "or set technique.pipeline.index=false")
         return list(cell)
 
-    def _index_frame(self, i: int, frame: np.ndarray, bg: np.ndarray, masked: np.ndarray,
-                     spots: Mapping[str, np.ndarray], cell: list[float], plane: lattice.DetectorPlane, frame_out: dict[str, np.ndarray],
-                     refl: dict[str, list[np.ndarray]]) -> np.ndarray:
-        """Index frame ``i`` and integrate its predicted reflections; returns which spots are indexed."""
+    def _use_indexing(self, i: int, frame: np.ndarray, bg: np.ndarray, masked: np.ndarray,
+                      spots: Mapping[str, np.ndarray], r: Mapping[str, Any], plane: lattice.DetectorPlane,
+                      frame_out: dict[str, np.ndarray], refl: dict[str, list[np.ndarray]]) -> np.ndarray:
+        """Record frame ``i``'s indexing reply ``r`` and integrate its predicted reflections;
+        returns which spots are indexed."""
         cfg = self.config
-        r = indexing.indexer().index(spots["y"], spots["x"], cell=cell, plane=plane, options={
-            "tolerance_px": cfg["index_tolerance_px"], "min_fraction": cfg["index_min_fraction"],
-            "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"]})
         frame_out["indexed_fraction"][i] = r["fraction"]
         if not r["indexed"]:
             log.debug("sx: frame %d not indexed: %s", i, r["reason"])
