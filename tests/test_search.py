@@ -113,3 +113,20 @@ def test_expansion_stops_at_the_codecs_limit_after_trying_the_limit_itself():
                          bracket=[2, 8], limits=[1, 16], ideal=IDEAL)
     threshold, known = _run(search, 1e6)
     assert threshold == 16 and max(known) == 16
+
+
+def test_steps_left_shrinks_as_the_bracket_closes_and_is_zero_when_done():
+    """The scheduling estimate: a wide bracket needs more steps than a narrow one, a finished
+    search none; a grid has one round while values remain."""
+    search = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, bracket=[2, 2048])
+    narrow = BisectSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, bracket=[2, 8])
+    assert search.steps_left({}, []) > narrow.steps_left({}, []) > 0
+    known: dict = {}
+    steps = [search.steps_left(known, [])]
+    while proposals := search.propose(known, []):
+        known[proposals[0]] = _point(proposals[0], 100.0)
+        steps.append(search.steps_left(known, []))
+    assert steps[-1] == 0 and max(steps[1:]) < steps[0]
+    grid = GridSearch(grows=True, integer=False, tolerances=TOL, ideal=IDEAL, values=[2, 4])
+    assert grid.steps_left({}, []) == 1
+    assert grid.steps_left({2.0: _point(2.0, 100.0), 4.0: _point(4.0, 100.0)}, []) == 0

@@ -61,6 +61,12 @@ class Search(abc.ABC):
     def propose(self, known: Mapping[float, PointResult], pending: Iterable[float]) -> list[float]:
         """Values to evaluate next, best first (none already known or pending)."""
 
+    def steps_left(self, known: Mapping[float, PointResult], pending: Iterable[float]) -> float:
+        """About how many evaluations this curve still needs one after another (for
+        scheduling only: longer chains are started first, so workers do not end idle
+        behind one long search). Default: one round, if anything is left to propose."""
+        return 1.0 if self.propose(known, pending) else 0.0
+
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name}
 
@@ -182,6 +188,19 @@ class BisectSearch(Search):
     def done(self, known: Mapping[float, PointResult]) -> bool:
         lo, hi = self.bracket_state(known)
         return lo is not None and hi is not None and hi - lo <= math.log(self.resolution) + 1e-9
+
+    def steps_left(self, known, pending):
+        """Bisection steps to close the bracket to ``resolution`` (log2 of its width in
+        resolutions), plus the first round or an expansion step while it is open."""
+        if self.done(known) or len(known) >= self.max_evaluations:
+            return 0.0
+        res = math.log(self.resolution)
+        lo, hi = self.bracket_state(known)
+        if lo is not None and hi is not None:
+            return math.log2(max((hi - lo) / res, 1.0))
+        if not known and self.bracket:
+            return 1.0 + math.log2(max((self.t(self.bracket[1]) - self.t(self.bracket[0])) / res, 1.0))
+        return 1.0 + math.log2(max(math.log(self.expand) / res, 1.0))
 
     def propose(self, known, pending):
         pending = list(pending)

@@ -80,6 +80,12 @@ class Curve:
             return [] if (None in known or None in pending) else [None]
         return self.search.propose(known, pending)
 
+    def steps_left(self, known: Mapping[Any, PointResult], pending: set) -> float:
+        """Evaluations still needed one after another (a lossless baseline: its one point)."""
+        if self.search is None:
+            return 0.0 if (None in known or None in pending) else 1.0
+        return self.search.steps_left(known, pending)
+
 
 @dataclasses.dataclass
 class StudyResult:
@@ -372,11 +378,13 @@ class Study:
         with PointRunner(ctx, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
                          timeout=self.sweep.get("timeout_s"), warm=warm) as runner, logging_redirect_tqdm():
             while True:
-                # Fill the free slots, taking proposals from the curves in turn.
+                # Fill the free slots with the curves' proposals.
                 progressed = True
                 while len(in_flight) < runner.workers and progressed:
                     progressed = False
-                    for c in curves:
+                    # the longest remaining search first, so no worker ends up idle behind it
+                    # (stable: ties keep the configured order)
+                    for c in sorted(curves, key=lambda c: -c.steps_left(known[c.name], pending[c.name])):
                         if len(in_flight) >= runner.workers:
                             break
                         proposals = c.propose(known[c.name], pending[c.name])
