@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import os
 import shutil
@@ -107,6 +108,16 @@ def _exitcode(procs: list[Any], *, wait_s: float = 5.0) -> int | None:
         time.sleep(0.01)
 
 
+def _remove_orphaned_return_dirs() -> None:
+    """Remove the shared-memory folders of processes that no longer run (killed before they
+    could clean up: the folder may hold a whole decompressed payload, in RAM)."""
+    for path in glob.glob("/dev/shm/lossbound-codec-*-*"):
+        pid = os.path.basename(path).split("-")[2]
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class CodecWorker:
     """Runs callables (normally :func:`roundtrip`) in one reusable spawned process.
 
@@ -137,7 +148,8 @@ class CodecWorker:
         if self._return_dir is None:
             if not (os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)):
                 return None
-            self._return_dir = tempfile.mkdtemp(prefix="lossbound-codec-", dir="/dev/shm")
+            _remove_orphaned_return_dirs()
+            self._return_dir = tempfile.mkdtemp(prefix=f"lossbound-codec-{os.getpid()}-", dir="/dev/shm")
         return os.path.join(self._return_dir, "decompressed.npy")
 
     # -- lifecycle -----------------------------------------------------------------------

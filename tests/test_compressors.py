@@ -280,6 +280,12 @@ def test_worker_returns_decompressed_data_through_shared_memory_and_cleans_up(fr
             pytest.skip("no writable /dev/shm on this machine: the pipe carries the data")
         assert os.listdir(folder) == []                       # each file removed once read
     assert not os.path.exists(folder)
+    # a folder left by a killed process (no such pid) is removed by the next worker
+    orphan = "/dev/shm/lossbound-codec-999999999-test"
+    os.makedirs(orphan, exist_ok=True)
+    with CodecWorker(timeout=60) as w:
+        w.roundtrip(frames, setting)
+        assert not os.path.exists(orphan)
     np.testing.assert_array_equal(first.decompressed, inline.decompressed)
     assert not np.shares_memory(first.decompressed, second.decompressed)
     assert np.abs(second.decompressed.astype(float) - frames).max() <= 8
