@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
+import threading
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
 
@@ -74,12 +75,16 @@ def resample_runner(spec: ContextSpec, *, workers: int, inline: Callable[[np.nda
     (``inline``) and ``workers - 1`` spawned helpers (each rebuilds the raw part of the context
     from the cache): payloads in, their metrics out, in order.
 
-    A payload goes to a free helper, else it is evaluated here. A helper takes seconds to start
-    (Python, the dataset, the cached raw result, an integrator), which a short reference never
-    wins back: at the end this process does not wait for a helper that has delivered nothing
-    yet, it evaluates that payload itself. So a short reference costs what it costs in one
-    process and a long one (thaumatin: 30 s per re-sampling) is shared. The pipelines are
-    deterministic: where a re-sampling ran does not change its metrics. At most ``workers``
+    Whoever is free takes the next payload: a feeder thread hands one to each helper as soon
+    as it is idle while this process evaluates the others, so neither side waits for the other
+    (choosing per payload left a helper idle while this process was busy, then this process
+    idle waiting for the helper's last one). A helper takes seconds to start (Python, the
+    dataset, the cached raw result, an integrator), which a short reference never wins back:
+    at the end this process does not wait for a helper that has delivered nothing yet, it
+    evaluates that payload itself. So a short reference costs what it costs in one process and
+    a long one (thaumatin: 20 s per re-sampling) is shared. Payloads are drawn in order (the
+    draw of payload i does not depend on who evaluates it) and the pipelines are
+    deterministic: where a re-sampling ran does not change its metrics. At most ``workers + 1``
     payloads are in memory; BLAS/OpenMP threads are pinned here as in the helpers.
     """
     helpers = max(1, workers - 1)
@@ -88,46 +93,59 @@ def resample_runner(spec: ContextSpec, *, workers: int, inline: Callable[[np.nda
     def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
         from threadpoolctl import threadpool_limits
 
+        source, source_lock = enumerate(payloads), threading.Lock()
+
+        def pull() -> tuple[int, np.ndarray] | None:
+            with source_lock:
+                return next(source, None)
+
         results: dict[int, dict[str, float]] = {}
         jobs: dict[int, tuple[concurrent.futures.Future, np.ndarray]] = {}
+        idle, done = threading.Semaphore(helpers), threading.Event()
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=helpers, mp_context=spawn_context(),
                                                       initializer=_init_resample_worker, initargs=(spec, threads))
-        usable, delivered = True, 0
 
-        def collect(j: int, wait: bool) -> None:
-            nonlocal usable, delivered
-            fut, payload = jobs.pop(j)
-            if not (wait or fut.done()):
-                jobs[j] = (fut, payload)
-                return
-            try:
-                results[j] = fut.result()
-                delivered += 1
-            except BrokenProcessPool as exc:  # a helper died: this process does its share
-                log.warning("noise-reference helper process died (%s); continuing here", exc)
-                usable = False
-                results[j] = inline(payload)
+        def feed() -> None:  # a payload to each idle helper; only this thread submits
+            while idle.acquire() and not done.is_set() and (item := pull()) is not None:
+                i, payload = item
+                try:
+                    fut = pool.submit(_resample_metrics, payload)
+                except BrokenProcessPool as exc:  # raised by submit: no future to collect
+                    fut = concurrent.futures.Future()
+                    fut.set_exception(exc)
+                jobs[i] = (fut, payload)
+                fut.add_done_callback(lambda _: idle.release())
 
+        feeder = threading.Thread(target=feed, name="resample-feeder", daemon=True)
+        here = 0
         try:
             with threadpool_limits(limits=threads):
-                for i, payload in enumerate(payloads):
-                    for j in list(jobs):
-                        collect(j, wait=False)
-                    if usable and len(jobs) < helpers:
-                        jobs[i] = (pool.submit(_resample_metrics, payload), payload)
-                    else:
-                        results[i] = inline(payload)
+                feeder.start()
+                while (item := pull()) is not None:
+                    results[item[0]] = inline(item[1])
+                    here += 1
+                done.set()
+                idle.release()  # wake the feeder if it waits for a helper
+                feeder.join()
                 for j in sorted(jobs):
                     fut, payload = jobs[j]
-                    if fut.done() or delivered:
-                        collect(j, wait=True)
-                    else:  # a helper still starting: not worth waiting for
-                        del jobs[j]
+                    delivered = any(f.done() and f.exception() is None for f, _ in jobs.values())
+                    if not (fut.done() or delivered):  # a helper still starting: not worth waiting for
                         results[j] = inline(payload)
+                        here += 1
+                        continue
+                    try:
+                        results[j] = fut.result()
+                    except BrokenProcessPool as exc:  # a helper died: this process does its share
+                        log.warning("noise-reference helper process died (%s); continuing here", exc)
+                        results[j] = inline(payload)
+                        here += 1
         finally:
+            done.set()
+            idle.release()
             stop_pool(pool, kill=True)  # a helper still starting or duplicating work is not waited for
-        log.info("counting-noise re-samplings: %d here, %d in %d helper process%s", len(results) - delivered,
-                 delivered, helpers, "" if helpers == 1 else "es")
+        log.info("counting-noise re-samplings: %d here, %d in %d helper process%s", here, len(results) - here,
+                 helpers, "" if helpers == 1 else "es")
         for i in sorted(results):
             yield results[i]
 
