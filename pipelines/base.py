@@ -23,6 +23,9 @@ class Technique(abc.ABC):
     """
 
     name: str = ""
+    #: processes :meth:`prepare` may keep busy at once (the study sets its share of the cores:
+    #: nothing else runs while the raw result is computed); results do not depend on it
+    processes: int = 1
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)

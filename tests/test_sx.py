@@ -44,6 +44,18 @@ def test_simulated_stills_carry_truth_and_the_raw_pipeline_recovers_it(tmp_path)
     assert prepared["hit_rate"] == pytest.approx(2 / 3)
 
 
+def test_hits_indexed_side_by_side_give_the_result_of_one_at_a_time(tmp_path):
+    """The raw pipeline keeps one hit in flight per core (prepare); frames are still finished
+    in order, so the result is that of one hit at a time, array for array."""
+    cfg = compose(_overrides(tmp_path, ["dataset.simulation.n_frames=4", "dataset.simulation.misses=[1]"]))
+    tech = SxTechnique({})
+    data = tech.load(cfg["dataset"])
+    one, two = tech.find(data, in_flight=1), tech.find(data, in_flight=2)
+    assert one["indexed"].sum() == 3 and one.keys() == two.keys()
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+
+
 def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
     tmp, res = sx_study
     assert all(p.status == "ok" for p in res.points), [p.reason for p in res.points if p.status != "ok"]

@@ -46,10 +46,9 @@ class ContextSpec:
 
 
 @dataclasses.dataclass
-class StudyContext:
-    """A technique on one dataset, with the raw outcome computed once."""
+class RawPart:
+    """A context before its counting-noise reference: what a re-sampling is evaluated with."""
 
-    spec: ContextSpec
     technique: Technique
     evaluators: dict[str, Evaluator]  # config key -> evaluator
     tolerances: Tolerances
@@ -59,6 +58,27 @@ class StudyContext:
     raw_seconds: float
     raw_cached: bool
     raw_metrics: dict[str, float]
+    noise_settings: NoiseSettings
+
+    def evaluate(self, comp: Outcome) -> dict[str, float]:
+        """Every evaluator's metrics for ``comp`` against the raw outcome."""
+        metrics: dict[str, float] = {}
+        for key, ev in self.evaluators.items():
+            metrics.update({k: float(v) for k, v in ev.compare(self.raw, comp, self.references[key]).items()})
+        return metrics
+
+    def evaluate_payload(self, payload: Any) -> dict[str, float]:
+        """The pipeline and every evaluator on the raw dataset with ``payload`` in place of its own."""
+        data = self.raw.data.with_payload(payload)
+        return self.evaluate(Outcome(data, self.technique.run(data, self.prepared)))
+
+
+@dataclasses.dataclass
+class StudyContext(RawPart):
+    """A technique on one dataset, with the raw outcome computed once and its counting-noise
+    reference; ``tolerances`` include the noise-referenced ranges."""
+
+    spec: ContextSpec
     # counting-noise reference: model, K, seconds, per-metric values and effects; or {"unavailable": why}
     noise: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -88,21 +108,9 @@ class StudyContext:
             "evaluators": self.evaluator_config,
         })
 
-    def evaluate(self, comp: Outcome) -> dict[str, float]:
-        """Every evaluator's metrics for ``comp`` against the raw outcome."""
-        return _evaluate(self.evaluators, self.references, self.raw, comp)
-
-
-def _evaluate(evaluators: Mapping[str, Evaluator], references: Mapping[str, Any], raw: Outcome,
-              comp: Outcome) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for key, ev in evaluators.items():
-        metrics.update({k: float(v) for k, v in ev.compare(raw, comp, references[key]).items()})
-    return metrics
-
 
 _CONTEXTS: dict[str, StudyContext] = {}
-_RAW_PARTS: dict[str, "RawPart"] = {}
+_RAW_PARTS: dict[str, RawPart] = {}
 
 def forget_contexts() -> None:
     """Drop this process's contexts and raw parts: the next study rebuilds them as a new
@@ -131,41 +139,19 @@ def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
     return out
 
 
-@dataclasses.dataclass
-class RawPart:
-    """A context before its counting-noise reference: what a re-sampling is evaluated with."""
-
-    technique: Technique
-    evaluators: dict[str, Evaluator]
-    tolerances: Tolerances
-    raw: Outcome
-    prepared: dict[str, Any]
-    references: dict[str, Any]
-    raw_seconds: float
-    raw_cached: bool
-    raw_metrics: dict[str, float]
-    noise_settings: NoiseSettings
-
-    def evaluate(self, comp: Outcome) -> dict[str, float]:
-        return _evaluate(self.evaluators, self.references, self.raw, comp)
-
-    def evaluate_payload(self, payload: Any) -> dict[str, float]:
-        """The pipeline and every evaluator on the raw dataset with ``payload`` in place of its own."""
-        data = self.raw.data.with_payload(payload)
-        return self.evaluate(Outcome(data, self.technique.run(data, self.prepared)))
-
-
-def raw_part(spec: ContextSpec) -> RawPart:
-    """The raw part of ``spec``'s context, built once per process (the raw result from the cache)."""
+def raw_part(spec: ContextSpec, *, processes: int = 1) -> RawPart:
+    """The raw part of ``spec``'s context, built once per process (the raw result from the
+    cache); ``processes`` the technique may keep busy while it computes the raw result."""
     part = _RAW_PARTS.get(spec.key)
     if part is None:
-        part = _RAW_PARTS[spec.key] = _build_raw_part(spec)
+        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes)
     return part
 
 
-def _build_raw_part(spec: ContextSpec) -> RawPart:
+def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     tcfg = spec.technique
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
+    technique.processes = max(1, processes)
     evaluators = build_evaluators(tcfg.get("evaluators") or {})
     tolerances = Tolerances(tcfg.get("tolerances"))
     noise_settings = NoiseSettings.from_config(tcfg.get("noise_reference"))  # checked before any work
@@ -213,7 +199,7 @@ def _build_raw_part(spec: ContextSpec) -> RawPart:
 
 
 def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
-    part = raw_part(spec)
+    part = raw_part(spec, processes=workers)
     technique, raw, tolerances, settings = part.technique, part.raw, part.tolerances, part.noise_settings
     noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
     if tolerances.noise_factors:
@@ -233,8 +219,5 @@ def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
             tolerances = tolerances.with_noise(noise["effects"], max_relative_se=settings.max_relative_se)
     if not (v := tolerances.check(part.raw_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
-    return StudyContext(
-        spec=spec, technique=technique, evaluators=part.evaluators, tolerances=tolerances, raw=raw,
-        prepared=part.prepared, references=part.references, raw_seconds=part.raw_seconds,
-        raw_cached=part.raw_cached, raw_metrics=part.raw_metrics, noise=noise,
-    )
+    fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(RawPart)}
+    return StudyContext(**{**fields, "tolerances": tolerances}, spec=spec, noise=noise)

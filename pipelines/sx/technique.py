@@ -15,6 +15,8 @@ data read back from a compressed file.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -136,19 +138,29 @@ class SxTechnique(Technique):
             return memo[1]
         return self.find(data)
 
-    def find(self, data: Dataset) -> Result:
+    def find(self, data: Dataset, *, in_flight: int = 1) -> Result:
         """Every frame's spots as concatenated arrays (``spot_frame``, ``spot_y``, ``spot_x``,
         ``spot_intensity``, ``spot_sigma``, ``spot_peak``, ``spot_pixels``, ``spot_indexed``),
         ``n_spots`` and ``hit`` per frame; with indexing, per frame ``indexed``,
         ``indexed_fraction``, ``rmsd_px``, ``basis`` (direct cell vectors as rows, Å, pyFAI's
         lab frame), ``orientation_covariance`` (rad², from the refinement) and ``cell``, and
         the integrated reflections ``refl_frame``, ``refl_hkl``, ``refl_y``, ``refl_x``,
-        ``refl_intensity``, ``refl_sigma``."""
+        ``refl_intensity``, ``refl_sigma``. Up to ``in_flight`` hits are indexed at once, each
+        in a cctbx worker process (the process's own, and for more, workers of this call only);
+        the result is the same for any value."""
+        cell = self._indexing_cell(data)
+        indexers = [indexing.indexer(), *(indexing.Indexer() for _ in range(in_flight - 1))] if cell else []
+        try:
+            return self._find(data, cell, indexers)
+        finally:
+            for extra in indexers[1:]:
+                extra.close()
+
+    def _find(self, data: Dataset, cell: list[float] | None, indexers: list[indexing.Indexer]) -> Result:
         cfg = self.config
         ai = self.integrator(data)
         shape = data.payload_array.shape[1:]
         masked = ~data.mask if data.mask is not None else np.zeros(shape, bool)
-        cell = self._indexing_cell(data)
         plane = indexing.detector_plane(ai) if cell is not None else None
         rows: dict[str, list[np.ndarray]] = {f: [] for f in (*sp.SPOT_FIELDS, "frame", "indexed")}
         refl: dict[str, list[np.ndarray]] = {f: [] for f in _REFLECTION_FIELDS}
@@ -160,36 +172,38 @@ class SxTechnique(Technique):
         options = {"tolerance_px": cfg["index_tolerance_px"], "min_fraction": cfg["index_min_fraction"],
                    "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"]}
 
-        def add_rows(i: int, spots: Mapping[str, np.ndarray], spot_indexed: np.ndarray) -> None:
+        # Hits are indexed in the cctbx worker processes while this one finds the next frames'
+        # spots. Frames are finished (rows, reflections) in frame order: a frame waits for the
+        # hits before it. Entries: (frame index, frame, background, spots, reply or None).
+        pending: collections.deque[tuple[int, Any, Any, dict[str, np.ndarray], Any]] = collections.deque()
+        busy: dict[int, concurrent.futures.Future] = {}  # indexer -> its reply in flight
+
+        def finish() -> None:
+            i, frame, bg, spots, reply = pending.popleft()
+            indexed = np.zeros(spots["y"].size, bool) if reply is None else self._use_indexing(
+                i, frame, bg, masked, spots, reply.result(), plane, frame_out, refl)
             for f in sp.SPOT_FIELDS:
                 rows[f].append(spots[f])
             rows["frame"].append(np.full(spots["y"].size, i, np.int32))
-            rows["indexed"].append(spot_indexed)
-
-        # A hit is indexed in the cctbx worker process while this one finds the next frame's
-        # spots (one frame in flight; results are added in frame order)
-        pending: tuple[int, np.ndarray, np.ndarray, dict[str, np.ndarray], Any] | None = None
-
-        def finish(p: tuple[int, np.ndarray, np.ndarray, dict[str, np.ndarray], Any]) -> None:
-            i, frame, bg, spots, reply = p
-            add_rows(i, spots, self._use_indexing(i, frame, bg, masked, spots, reply.result(), plane, frame_out, refl))
+            rows["indexed"].append(indexed)
 
         for i, frame in enumerate(data.payload_array):
             bg, sigma = sp.background_model(ai, frame, masked, npt=cfg["npt"], unit=cfg["unit"],
                                             thres=float(cfg["clip_sigma"]), max_iter=cfg["clip_iterations"])
             spots = sp.find_spots(frame, bg, sigma, masked, k=float(cfg["k_sigma"]), min_pixels=cfg["min_pixels"])
-            nspots = spots["y"].size
-            frame_out["n_spots"][i] = nspots
-            if pending is not None:
-                finish(pending)
-                pending = None
-            if plane is not None and nspots >= cfg["min_spots"]:
-                pending = (i, frame, bg, spots,
-                           indexing.indexer().submit(spots["y"], spots["x"], cell=cell, plane=plane, options=options))
+            frame_out["n_spots"][i] = spots["y"].size
+            if indexers and spots["y"].size >= cfg["min_spots"]:
+                while all(k in busy and not busy[k].done() for k in range(len(indexers))):
+                    finish()  # every indexer busy: the oldest frame first
+                k = next(k for k in range(len(indexers)) if k not in busy or busy[k].done())
+                busy[k] = indexers[k].submit(spots["y"], spots["x"], cell=cell, plane=plane, options=options)
+                pending.append((i, frame, bg, spots, busy[k]))
             else:
-                add_rows(i, spots, np.zeros(nspots, bool))
-        if pending is not None:
-            finish(pending)
+                pending.append((i, None, None, spots, None))
+            while pending and (pending[0][4] is None or pending[0][4].done()):
+                finish()
+        while pending:
+            finish()
         out = {f"spot_{f}": np.concatenate(v) for f, v in rows.items()}
         out.update(frame_out)
         out["hit"] = sp.hits(out["n_spots"], min_spots=cfg["min_spots"])
@@ -246,7 +260,7 @@ class SxTechnique(Technique):
         spots per hit, indexed rate (indexed frames / hits), mean indexed fraction of spots,
         mean positional RMSD, reflections per indexed frame; on the simulation, the true spots
         and orientations it recovers. ``reduction``: what triage (keeping hits only) gains."""
-        result = self.find(raw)
+        result = self.find(raw, in_flight=self.processes)
         self._raw_memo = (raw.payload_array, result)
         n, hit, indexed = result["n_spots"], result["hit"], result["indexed"]
         figures: dict[str, Any] = {
