@@ -149,7 +149,7 @@ class SxTechnique(Technique):
         in a cctbx worker process (the process's own, and for more, workers of this call only);
         the result is the same for any value."""
         cell = self._indexing_cell(data)
-        indexers = [indexing.indexer(), *(indexing.Indexer() for _ in range(in_flight - 1))] if cell else []
+        indexers = [indexing.indexer(), *(indexing.Indexer() for _ in range(in_flight - 1))] if cell is not None else []
         try:
             return self._find(data, cell, indexers)
         finally:
