@@ -139,3 +139,46 @@ def test_a_dataset_logged_by_two_jobs_at_once_is_linked_not_an_error(tmp_path, m
     assert len(calls) == 2
     inputs = tracker.client.get_run(second).inputs.dataset_inputs
     assert [i.dataset.name for i in inputs] == ["d"]
+
+
+def test_a_decompressed_output_seen_before_shares_that_points_result(tmp_path, monkeypatch):
+    """ZFP's accuracy acts in powers of two: 2, 2.5 and 3.5 write the same data. The pipeline
+    runs once for them, and the shared metrics are those a full evaluation gives."""
+    from compressors import CodecSetting
+    from lossbound.study import context
+    from lossbound.study.point import evaluate_point
+    from pipelines.tomo.technique import TomoTechnique
+
+    runs = []
+    real_run = TomoTechnique.run
+
+    def counted(self, data, prepared):
+        runs.append(1)
+        return real_run(self, data, prepared)
+
+    monkeypatch.setattr(TomoTechnique, "run", counted)
+    over = small_sim_overrides(tmp_path) + ["codec=[zfp]", "search=grid", "sweep.bounds=[2,2.5,3.5,64]",
+                                            "sweep.baselines=[]", "sweep.workers=1", "tracking.enabled=false"]
+    res = _run(over)
+    by_value = {p.value: p for p in res.points}
+    assert len(by_value) == 4
+    first = by_value[2.0]
+    assert first.same_output_as is None and first.metrics
+    for v in (2.5, 3.5):
+        p = by_value[v]
+        assert p.status == "ok" and p.same_output_as == first.point_id
+        assert p.output_sha256 == first.output_sha256 and p.metrics == first.metrics
+        assert p.passed == first.passed and p.codec["max_abs_error"] == first.codec["max_abs_error"]
+    assert by_value[64.0].output_sha256 != first.output_sha256 and by_value[64.0].same_output_as is None
+    pipeline_runs = len(runs)
+    ctx = context.context_for(next(iter(context._CONTEXTS.values())).spec)
+    # the raw result (1) + the noise reference's re-samplings + 2 and 64: never 2.5 or 3.5
+    assert pipeline_runs == 1 + ctx.noise.get("resamples", 0) + 2, pipeline_runs
+    # computed in full, 3.5 gives exactly the metrics it was given
+    full = evaluate_point(ctx, CodecSetting.from_dict(by_value[3.5].setting))
+    assert full.same_output_as is None and full.metrics == by_value[3.5].metrics
+    # the journal keeps the link, and a second run recomputes nothing
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "journal" / "tomo.jsonl").read_text().splitlines()]
+    assert sorted(x["same_output_as"] == first.point_id for x in lines) == [False, False, True, True]
+    again = _run(over)
+    assert all(p.reused for p in again.points)

@@ -83,6 +83,9 @@ class PointResult:
     ``status`` is ``"ok"`` or ``"failed"`` (the codec or pipeline crashed or raised; ``reason``
     says why). ``passed`` is True only for an ok point whose bound held and whose metrics are
     all inside the tolerances. ``preview`` holds small arrays for a figure (never journaled).
+    ``output_sha256`` is the digest of the decompressed payload; ``same_output_as`` names the
+    earlier point of the context whose decompressed payload was bit-identical, whose pipeline
+    result (metrics, preview) this point shares instead of computing it again.
     """
 
     point_id: str
@@ -100,6 +103,8 @@ class PointResult:
     context: str = ""
     dataset: str = ""
     reused: bool = False
+    output_sha256: str | None = None
+    same_output_as: str | None = None
     preview: dict[str, Any] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property

@@ -15,7 +15,7 @@ import multiprocessing.util
 import os
 import threading
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -152,9 +152,9 @@ def resample_runner(spec: ContextSpec, *, workers: int, inline: Callable[[np.nda
     return run
 
 
-def _evaluate(setting: dict) -> PointResult:
+def _evaluate(setting: dict, known_outputs: Mapping[str, str]) -> PointResult:
     return evaluate_point(_STATE["ctx"], CodecSetting.from_dict(setting), codec_worker=_STATE["worker"],
-                          timeout=_STATE["timeout"])
+                          timeout=_STATE["timeout"], known_outputs=known_outputs)
 
 
 class PointRunner:
@@ -216,16 +216,20 @@ class PointRunner:
         self.restarts += 1
         self._start_pool()
 
-    def submit(self, setting: CodecSetting) -> concurrent.futures.Future:
+    def submit(self, setting: CodecSetting, *, known_outputs: Mapping[str, str] | None = None
+               ) -> concurrent.futures.Future:
+        """``known_outputs``: :func:`~lossbound.study.point.evaluate_point`'s."""
+        known = dict(known_outputs or {})
         if self._pool is None:
             fut: concurrent.futures.Future = concurrent.futures.Future()
-            fut.set_result(evaluate_point(self.ctx, setting, codec_worker=self._inline, timeout=self.timeout))
+            fut.set_result(evaluate_point(self.ctx, setting, codec_worker=self._inline, timeout=self.timeout,
+                                          known_outputs=known))
             return fut
         try:
-            return self._pool.submit(_evaluate, setting.as_dict())
+            return self._pool.submit(_evaluate, setting.as_dict(), known)
         except BrokenProcessPool:
             self.restart()
-            return self._pool.submit(_evaluate, setting.as_dict())
+            return self._pool.submit(_evaluate, setting.as_dict(), known)
 
 
 def is_broken_pool(exc: BaseException | None) -> bool:

@@ -38,7 +38,7 @@ from lossbound.study.executor import PointRunner, available_cores, is_broken_poo
 from lossbound.study.journal import Journal
 from lossbound.study.plots import sweep_figure
 from lossbound.study.report import write_report
-from lossbound.study.point import judge, point_seconds, render_figure
+from lossbound.study.point import judge, point_seconds, render_figure, share_result
 from lossbound.study.search import Search, make_search
 from lossbound.study.summary import format_summary
 from lossbound.study.thresholds import derive_thresholds, feasibility, update_thresholds
@@ -370,6 +370,10 @@ class Study:
                     reused += 1
         if reused:
             log.info("reused %d finished points from %s", reused, self.journal.path)
+        # decompressed payloads already run through the pipeline: one evaluated point per output
+        outputs: dict[str, PointResult] = {}
+        for p in points:
+            _remember_output(outputs, p)
         in_flight: dict[concurrent.futures.Future, tuple[Curve, Any, str | None]] = {}
         lost: dict[tuple[str, Any], int] = {}
         tname, stem = self.tname, Path(ctx.data.source).stem
@@ -396,7 +400,8 @@ class Study:
                             "lossbound.role": "point", "point_id": ctx.point_id(setting),
                             "lossbound.dataset": ctx.data.name, "lossbound.context": ctx.key})
                         bar.set_postfix_str(setting.label)
-                        in_flight[runner.submit(setting)] = (c, value, rid)
+                        known_outputs = {digest: p.point_id for digest, p in outputs.items()}
+                        in_flight[runner.submit(setting, known_outputs=known_outputs)] = (c, value, rid)
                         pending[c.name].add(value)
                         progressed = True
                 if not in_flight:
@@ -425,6 +430,12 @@ class Study:
                     pending[c.name].discard(value)
                     exc = fut.exception()
                     point = fut.result() if exc is None else self._failed_point(ctx, c.setting(value), exc)
+                    if point.same_output_as is not None and point.status == "ok":
+                        source = outputs[point.output_sha256]
+                        point = share_result(point, source, ctx.tolerances)
+                        log.info("%s: decompressed data bit-identical to %s's; its pipeline result is reused",
+                                 point.label, source.label)
+                    _remember_output(outputs, point)
                     point.run_id = rid
                     self._record(tracker, point)
                     known[c.name][value] = point
@@ -443,6 +454,8 @@ class Study:
         """One batch to MLflow, the run ended, then the journal line (the point is finished)."""
         s = point.setting
         tags = {"passed": point.passed, "failures": "; ".join(point.failures) or "none"}
+        if point.same_output_as:
+            tags["same_output_as"] = point.same_output_as  # metrics of that point's identical output
         if point.status != "ok":
             tags["failure_reason"] = point.reason
         tracker.log(point.run_id, params={
@@ -482,6 +495,12 @@ def _rates(acquisition: Mapping[str, Any]) -> dict[str, float]:
     """Detector rates (GB/s) the feasibility table answers for: ``peak`` and ``detector``."""
     rates = {"peak": acquisition.get("peak_rate_gbps", 16.0), "detector": acquisition.get("detector_rate_gbps")}
     return {name: _positive_number(v, f"acquisition.{name}_rate_gbps") for name, v in rates.items() if v is not None}
+
+
+def _remember_output(outputs: dict[str, PointResult], point: PointResult) -> None:
+    """Keep ``point`` as the evaluated point of its decompressed output (the first ok one)."""
+    if point.status == "ok" and point.output_sha256 and point.same_output_as is None:
+        outputs.setdefault(point.output_sha256, point)
 
 
 def _group_of(setting: CodecSetting) -> tuple:
