@@ -9,6 +9,7 @@ import pytest
 from lossbound.core.errors import ConfigError, NotApplicable
 from lossbound.core.noise import is_counts, poisson_resample
 from lossbound.core.types import Dataset
+from lossbound.study.executor import WorkerPool
 from lossbound.study.noise_reference import NoiseSettings, noise_effects
 from lossbound.study.tolerance import Tolerances
 from pipelines import TECHNIQUES
@@ -151,7 +152,7 @@ def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
                                    dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
                                    cache_dir=str(tmp_path / cache))
 
-    one = context.build_context(spec("one"), workers=1).noise
+    one = context.build_context(spec("one")).noise
     context.forget_contexts()
     # Slow this process down (not the helper, a fresh process) so the helper, seconds to
     # start, gets re-samplings to do: the tiny simulation would otherwise all run here.
@@ -162,11 +163,12 @@ def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
         return evaluate_payload(self, payload)
 
     monkeypatch.setattr(context.RawPart, "evaluate_payload", slow)
-    with caplog.at_level("INFO", logger="lossbound.study.executor"):
-        two = context.build_context(spec("two"), workers=2).noise
+    with caplog.at_level("INFO", logger="lossbound.study.executor"), \
+            WorkerPool(spec("two"), workers=2) as pool:
+        two = context.build_context(spec("two"), pool=pool).noise
     context.forget_contexts()
     shared = [r.getMessage() for r in caplog.records if "re-samplings:" in r.getMessage()]
-    assert shared and "0 in 1 helper" not in shared[0], shared   # the helper evaluated some
+    assert shared and " 0 in 2 worker" not in shared[0], shared   # the pool evaluated some
     assert not one["cached"] and not two["cached"]
     assert one["values"].keys() == two["values"].keys() and len(one["values"]["recon_psnr"]) == 3
     for metric, values in one["values"].items():
@@ -186,10 +188,10 @@ def test_a_short_noise_reference_never_waits_for_a_helper_still_starting(tmp_pat
                                dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
                                cache_dir=str(tmp_path / "cache"))
     context.raw_part(spec)  # the raw result, as a study computes it first
-    with caplog.at_level("INFO", logger="lossbound.study.executor"):
-        noise = context.build_context(spec, workers=2).noise
+    with caplog.at_level("INFO", logger="lossbound.study.executor"), WorkerPool(spec, workers=2) as pool:
+        noise = context.build_context(spec, pool=pool).noise
     context.forget_contexts()
     assert len(noise["values"]["recon_psnr"]) == 2
     # both here: the one handed to the helper was taken back, not waited for (Python alone
     # takes longer to start than the two re-samplings of the tiny simulation)
-    assert any("2 here, 0 in 1 helper" in r.getMessage() for r in caplog.records), caplog.text
+    assert any("2 here, 0 in 2 worker" in r.getMessage() for r in caplog.records), caplog.text

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from compressors import CodecSetting
 from evaluators import EVALUATORS
@@ -24,6 +24,9 @@ from lossbound.study.noise_reference import NoiseSettings, noise_effects, noise_
 from lossbound.study.tolerance import Tolerances
 from pipelines import TECHNIQUES
 from pipelines.base import Technique
+
+if TYPE_CHECKING:  # the executor imports this module
+    from lossbound.study.executor import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,12 @@ def forget_contexts() -> None:
     _RAW_PARTS.clear()
 
 
-def context_for(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
-    """The context of ``spec``, built once per process; ``workers`` processes may share
-    the counting-noise reference when it is computed here (not cached)."""
+def context_for(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> StudyContext:
+    """The context of ``spec``, built once per process; ``pool``'s processes share the
+    counting-noise reference when it is computed here (not cached)."""
     ctx = _CONTEXTS.get(spec.key)
     if ctx is None:
-        ctx = _CONTEXTS[spec.key] = build_context(spec, workers=workers)
+        ctx = _CONTEXTS[spec.key] = build_context(spec, pool=pool)
     return ctx
 
 
@@ -139,16 +142,24 @@ def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
     return out
 
 
-def raw_part(spec: ContextSpec, *, processes: int = 1) -> RawPart:
+def raw_part(spec: ContextSpec, *, processes: int = 1, data: Dataset | None = None) -> RawPart:
     """The raw part of ``spec``'s context, built once per process (the raw result from the
-    cache); ``processes`` the technique may keep busy while it computes the raw result."""
+    cache); ``processes`` the technique may keep busy while it computes the raw result;
+    ``data``: ``spec.dataset`` as the process that started this one loaded it (decoding
+    compressed detector files again takes seconds per process)."""
     part = _RAW_PARTS.get(spec.key)
     if part is None:
-        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes)
+        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes, data=data)
     return part
 
 
-def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
+def loaded_dataset(spec: ContextSpec) -> Dataset | None:
+    """``spec``'s dataset if this process has loaded it (its raw part is built), else None."""
+    part = _RAW_PARTS.get(spec.key)
+    return part.raw.data if part is not None else None
+
+
+def _build_raw_part(spec: ContextSpec, *, processes: int, data: Dataset | None) -> RawPart:
     tcfg = spec.technique
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     technique.processes = max(1, processes)
@@ -156,7 +167,8 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     tolerances = Tolerances(tcfg.get("tolerances"))
     noise_settings = NoiseSettings.from_config(tcfg.get("noise_reference"))  # checked before any work
     t0 = time.perf_counter()
-    data = technique.load(spec.dataset)
+    if data is None:
+        data = technique.load(spec.dataset)
 
     def compute():
         prepared = technique.prepare(data)
@@ -198,17 +210,16 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
                    noise_settings=noise_settings)
 
 
-def build_context(spec: ContextSpec, *, workers: int = 1) -> StudyContext:
-    part = raw_part(spec, processes=workers)
+def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> StudyContext:
+    """``spec``'s context; the raw result keeps ``pool.workers`` cores busy, and the pool's
+    processes share the counting-noise re-samplings (when the cache lets them read the raw result)."""
+    part = raw_part(spec, processes=pool.workers if pool is not None else 1)
     technique, raw, tolerances, settings = part.technique, part.raw, part.tolerances, part.noise_settings
     noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
     if tolerances.noise_factors:
         evaluate_many = None
-        if workers > 1 and spec.cache_dir:  # helper processes read the raw result from the cache
-            from lossbound.study.executor import resample_runner  # the executor imports this module
-
-            evaluate_many = resample_runner(spec, workers=min(workers, settings.resamples),
-                                            inline=part.evaluate_payload)
+        if pool is not None and spec.cache_dir:  # its processes read the raw result from the cache
+            evaluate_many = pool.resampler(part.evaluate_payload)
         noise = noise_reference(
             technique, raw, part.prepared, part.evaluate, settings, cache=ResultCache(spec.cache_dir),
             key={"dataset": raw.data.checksum, "pipeline": technique.describe(),

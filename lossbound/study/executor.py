@@ -1,10 +1,10 @@
-"""Runs points of one study context: inline, or in ``workers`` spawned processes.
+"""Runs the work of one study context: inline, or in a :class:`WorkerPool` of spawned processes.
 
-Each worker process rebuilds the context from the raw-result cache (:func:`context_for`),
-pins its BLAS/OpenMP/numba threads (threadpoolctl) so workers do not oversubscribe the
-cores, and keeps its own crash-isolating :class:`~compressors.CodecWorker`. The
-counting-noise re-samplings are shared with helper processes built the same way
-(:func:`resample_runner`), before the points' pool starts.
+Each pool process rebuilds the context from the raw-result cache (:func:`context_for`), pins
+its BLAS/OpenMP/numba threads (threadpoolctl) so processes do not oversubscribe the cores,
+and keeps its own crash-isolating :class:`~compressors.CodecWorker`. The same processes share
+the counting-noise re-samplings (:meth:`WorkerPool.resampler`) and then evaluate the points
+(:class:`PointRunner`): each starts once per study.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from compressors import CodecSetting, CodecWorker
 from lossbound.core.processes import pin_threads, spawn_context, stop_pool
-from lossbound.core.types import PointResult
-from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
+from lossbound.core.types import Dataset, PointResult
+from lossbound.study.context import ContextSpec, StudyContext, context_for, loaded_dataset, raw_part
 from lossbound.study.point import evaluate_point
 
 log = logging.getLogger(__name__)
@@ -49,112 +49,186 @@ def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSet
             log.debug("warm-up of %s failed: %s", setting.label, exc)
 
 
-def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, warm: list[dict]) -> None:
+def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, data: Dataset | None) -> None:
     pin_threads(threads)
-    ctx = context_for(spec)
+    # what a re-sampling needs; a point also needs the noise reference, cached by then
+    raw_part(spec, data=data)
     worker = CodecWorker(isolate=isolate)
     # A pool worker ends through multiprocessing's exit function, which joins its children:
     # the codec process must be shut down first, by a finalizer that runs before that join.
     multiprocessing.util.Finalize(worker, worker.close, kwargs={"kill": True}, exitpriority=10)
-    _warm_up(worker, ctx, [CodecSetting.from_dict(d) for d in warm], timeout)
-    _STATE.update(ctx=ctx, worker=worker, timeout=timeout)
+    _STATE.update(spec=spec, worker=worker, timeout=timeout, warm=set())
 
 
-def _init_resample_worker(spec: ContextSpec, threads: int) -> None:
-    pin_threads(threads)
-    _STATE["raw_part"] = raw_part(spec)
+def _ready() -> None:
+    """Nothing: submitted to start a pool process (its initializer does the work)."""
 
 
 def _resample_metrics(payload: np.ndarray) -> dict[str, float]:
-    return _STATE["raw_part"].evaluate_payload(payload)
-
-
-def resample_runner(spec: ContextSpec, *, workers: int, inline: Callable[[np.ndarray], dict[str, float]]
-                    ) -> Callable[[Iterator[np.ndarray]], Iterator[dict[str, float]]]:
-    """Share counting-noise re-samplings of ``spec``'s raw data between this process
-    (``inline``) and ``workers - 1`` spawned helpers (each rebuilds the raw part of the context
-    from the cache): payloads in, their metrics out, in order.
-
-    Whoever is free takes the next payload: a feeder thread hands one to each helper as soon
-    as it is idle while this process evaluates the others, so neither side waits for the other
-    (choosing per payload left a helper idle while this process was busy, then this process
-    idle waiting for the helper's last one). A helper takes seconds to start (Python, the
-    dataset, the cached raw result, an integrator), which a short reference never wins back:
-    at the end this process does not wait for a helper that has delivered nothing yet, it
-    evaluates that payload itself. So a short reference costs what it costs in one process and
-    a long one (thaumatin: 20 s per re-sampling) is shared. Payloads are drawn in order (the
-    draw of payload i does not depend on who evaluates it) and the pipelines are
-    deterministic: where a re-sampling ran does not change its metrics. At most ``workers + 1``
-    payloads are in memory; BLAS/OpenMP threads are pinned here as in the helpers.
-    """
-    helpers = max(1, workers - 1)
-    threads = max(1, available_cores() // workers)
-
-    def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
-        from threadpoolctl import threadpool_limits
-
-        source, source_lock = enumerate(payloads), threading.Lock()
-
-        def pull() -> tuple[int, np.ndarray] | None:
-            with source_lock:
-                return next(source, None)
-
-        results: dict[int, dict[str, float]] = {}
-        jobs: dict[int, tuple[concurrent.futures.Future, np.ndarray]] = {}
-        idle, done = threading.Semaphore(helpers), threading.Event()
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=helpers, mp_context=spawn_context(),
-                                                      initializer=_init_resample_worker, initargs=(spec, threads))
-
-        def feed() -> None:  # a payload to each idle helper; only this thread submits
-            while idle.acquire() and not done.is_set() and (item := pull()) is not None:
-                i, payload = item
-                try:
-                    fut = pool.submit(_resample_metrics, payload)
-                except BrokenProcessPool as exc:  # raised by submit: no future to collect
-                    fut = concurrent.futures.Future()
-                    fut.set_exception(exc)
-                jobs[i] = (fut, payload)
-                fut.add_done_callback(lambda _: idle.release())
-
-        feeder = threading.Thread(target=feed, name="resample-feeder", daemon=True)
-        here = 0
-        try:
-            with threadpool_limits(limits=threads):
-                feeder.start()
-                while (item := pull()) is not None:
-                    results[item[0]] = inline(item[1])
-                    here += 1
-                done.set()
-                idle.release()  # wake the feeder if it waits for a helper
-                feeder.join()
-                for j in sorted(jobs):
-                    fut, payload = jobs[j]
-                    delivered = any(f.done() and f.exception() is None for f, _ in jobs.values())
-                    if not (fut.done() or delivered):  # a helper still starting: not worth waiting for
-                        results[j] = inline(payload)
-                        here += 1
-                        continue
-                    try:
-                        results[j] = fut.result()
-                    except BrokenProcessPool as exc:  # a helper died: this process does its share
-                        log.warning("noise-reference helper process died (%s); continuing here", exc)
-                        results[j] = inline(payload)
-                        here += 1
-        finally:
-            done.set()
-            idle.release()
-            stop_pool(pool, kill=True)  # a helper still starting or duplicating work is not waited for
-        log.info("counting-noise re-samplings: %d here, %d in %d helper process%s", here, len(results) - here,
-                 helpers, "" if helpers == 1 else "es")
-        for i in sorted(results):
-            yield results[i]
-
-    return run
+    return raw_part(_STATE["spec"]).evaluate_payload(payload)
 
 
 def _evaluate(setting: dict, known_outputs: Mapping[str, str]) -> PointResult:
-    return evaluate_point(_STATE["ctx"], CodecSetting.from_dict(setting), codec_worker=_STATE["worker"],
-                          timeout=_STATE["timeout"], known_outputs=known_outputs)
+    ctx = context_for(_STATE["spec"])  # built here once: the raw part is, the noise reference is cached
+    setting = CodecSetting.from_dict(setting)
+    if setting.codec not in _STATE["warm"]:
+        _warm_up(_STATE["worker"], ctx, [setting], _STATE["timeout"])
+        _STATE["warm"].add(setting.codec)
+    return evaluate_point(ctx, setting, codec_worker=_STATE["worker"], timeout=_STATE["timeout"],
+                          known_outputs=known_outputs)
+
+
+class WorkerPool:
+    """``workers`` spawned processes for one study context: they share its counting-noise
+    re-samplings (:meth:`resampler`), then evaluate its points (:class:`PointRunner`).
+
+    Each process starts once per study (Python, the dataset, the raw result from the cache)
+    and serves both phases, so the points need no second start-up. Processes start as work
+    arrives; BLAS/OpenMP/numba threads are pinned to ``cores // workers`` in each.
+
+    Parameters
+    ----------
+    spec : ContextSpec
+        The context each process rebuilds from the raw-result cache.
+    workers : int
+        Processes (>= 1).
+    isolate : bool
+        Run codec round trips in a crash-isolating child of each process.
+    timeout : float or None
+        Seconds a codec round trip may take.
+    """
+
+    def __init__(self, spec: ContextSpec, *, workers: int, isolate: bool = True, timeout: float | None = None
+                 ) -> None:
+        self.spec = spec
+        self.workers = max(1, int(workers))
+        self.isolate = isolate
+        self.timeout = timeout
+        self.threads = max(1, available_cores() // self.workers)
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self.restarts = 0
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(kill=exc_type is not None)
+
+    @property
+    def executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._executor is None:
+            # The dataset this process loaded goes with each process's start: shipping it
+            # takes a fraction of a second, decoding the files again seconds (thaumatin's
+            # bzip2 CBFs: ~6 s).
+            loaded = loaded_dataset(self.spec)
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=spawn_context(), initializer=_init_worker,
+                initargs=(self.spec, self.threads, self.isolate, self.timeout, loaded))
+        return self._executor
+
+    def submit(self, fn: Callable, *args: Any) -> concurrent.futures.Future:
+        """``fn(*args)`` in a pool process; a pool broken before the call gives a future holding
+        that error (as one broken during it does)."""
+        try:
+            return self.executor.submit(fn, *args)
+        except BrokenProcessPool as exc:
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            fut.set_exception(exc)
+            return fut
+
+    def start(self) -> None:
+        """Start every process now (each loads the data while this process works)."""
+        for _ in range(self.workers - len(getattr(self.executor, "_processes", None) or ())):
+            self.submit(_ready)
+
+    def restart(self) -> None:
+        """After a process died: a fresh pool (the calls in flight were lost with it)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            self.restarts += 1
+
+    def close(self, *, kill: bool = False) -> None:
+        """Shut the processes down; with ``kill``, busy ones are killed, not waited for."""
+        if self._executor is not None:
+            if kill:
+                stop_pool(self._executor, kill=True)
+            else:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def resampler(self, inline: Callable[[np.ndarray], dict[str, float]]
+                  ) -> Callable[[Iterator[np.ndarray]], Iterator[dict[str, float]]]:
+        """Share counting-noise re-samplings between this process (``inline``) and the pool:
+        payloads in, their metrics out, in order.
+
+        Every pool process starts at once and loads the data while this process evaluates
+        the first payload; then whoever is free takes the next one: a feeder thread hands one
+        to each idle process while this process evaluates the others, so neither side waits
+        for the other. The processes are the ones the points use next, so their start-up is
+        paid once. A short reference (tiny data) is over before a process has started: at the
+        end this process does not wait for one that has delivered nothing, it evaluates that
+        payload itself. Payloads are drawn in order (the draw of payload i does not depend on
+        who evaluates it) and the pipelines are deterministic: where a re-sampling ran does
+        not change its metrics. At most ``workers + 1`` payloads are in memory; BLAS/OpenMP
+        threads are pinned here as in the pool.
+        """
+        def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
+            from threadpoolctl import threadpool_limits
+
+            self.start()
+            source, source_lock = enumerate(payloads), threading.Lock()
+
+            def pull() -> tuple[int, np.ndarray] | None:
+                with source_lock:
+                    return next(source, None)
+
+            results: dict[int, dict[str, float]] = {}
+            jobs: dict[int, tuple[concurrent.futures.Future, np.ndarray]] = {}
+            idle, done = threading.Semaphore(self.workers), threading.Event()
+
+            def feed() -> None:  # a payload to each idle process; only this thread submits
+                while idle.acquire() and not done.is_set() and (item := pull()) is not None:
+                    i, payload = item
+                    fut = self.submit(_resample_metrics, payload)
+                    jobs[i] = (fut, payload)
+                    fut.add_done_callback(lambda _: idle.release())
+
+            feeder = threading.Thread(target=feed, name="resample-feeder", daemon=True)
+            here = 0
+            try:
+                with threadpool_limits(limits=self.threads):
+                    feeder.start()
+                    while (item := pull()) is not None:
+                        results[item[0]] = inline(item[1])
+                        here += 1
+                    done.set()
+                    idle.release()  # wake the feeder if it waits for a process
+                    feeder.join()
+                    for j in sorted(jobs):
+                        fut, payload = jobs[j]
+                        delivered = any(f.done() and f.exception() is None for f, _ in jobs.values())
+                        if not (fut.done() or delivered):  # the pool still starting: not worth waiting for
+                            fut.cancel()
+                            results[j] = inline(payload)
+                            here += 1
+                            continue
+                        try:
+                            results[j] = fut.result()
+                        except BrokenProcessPool as exc:  # a process died: this one does its share
+                            log.warning("noise-reference worker process died (%s); continuing here", exc)
+                            self.restart()
+                            results[j] = inline(payload)
+                            here += 1
+            finally:
+                done.set()
+                idle.release()
+            log.info("counting-noise re-samplings: %d here, %d in %d worker process%s", here, len(results) - here,
+                     self.workers, "" if self.workers == 1 else "es")
+            for i in sorted(results):
+                yield results[i]
+
+        return run
 
 
 class PointRunner:
@@ -163,73 +237,54 @@ class PointRunner:
     Parameters
     ----------
     ctx : StudyContext
-        The context, already built in this process (its spec is sent to worker processes).
-    workers : int
-        1 evaluates in this process (when ``submit`` is called); more start that many
-        spawned processes.
-    isolate : bool
-        Run codec round trips in a crash-isolating child process.
-    timeout : float or None
-        Seconds a codec round trip may take.
-    warm : settings
-        One setting per codec, run once per process on one frame before any point.
+        The context, already built in this process.
+    pool : WorkerPool, optional
+        Evaluate in the pool's processes (each rebuilds the context from the cache); None
+        evaluates here, when ``submit`` is called.
+    isolate, timeout
+        Without a pool: run codec round trips in a crash-isolating child process, with this
+        many seconds each (a pool has its own).
     """
 
-    def __init__(self, ctx: StudyContext, *, workers: int = 1, isolate: bool = True,
-                 timeout: float | None = None, warm: Sequence[CodecSetting] = ()) -> None:
+    def __init__(self, ctx: StudyContext, *, pool: WorkerPool | None = None, isolate: bool = True,
+                 timeout: float | None = None) -> None:
         self.ctx = ctx
-        self.workers = max(1, int(workers))
+        self.pool = pool
+        self.workers = pool.workers if pool is not None else 1
         self.isolate = isolate
         self.timeout = timeout
-        self.warm = list(warm)
-        self.threads = max(1, available_cores() // self.workers)
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._inline: CodecWorker | None = None
-        self.restarts = 0
+        self._warm: set[str] = set()
 
     def __enter__(self) -> "PointRunner":
-        if self.workers == 1:
+        if self.pool is None:
             self._inline = CodecWorker(isolate=self.isolate)
-            _warm_up(self._inline, self.ctx, self.warm, self.timeout)
-        else:
-            self._start_pool()
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        if self._inline is not None:
+        if self._inline is not None:  # a pool is closed by its owner
             self._inline.close(kill=exc_type is not None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
-
-    def _start_pool(self) -> None:
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=spawn_context(),
-            initializer=_init_worker,
-            initargs=(self.ctx.spec, self.threads, self.isolate, self.timeout, [s.as_dict() for s in self.warm]),
-        )
 
     def restart(self) -> None:
         """After a worker process died: a fresh pool (its in-flight points were failed)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self.restarts += 1
-        self._start_pool()
+        if self.pool is not None:
+            self.pool.restart()
 
     def submit(self, setting: CodecSetting, *, known_outputs: Mapping[str, str] | None = None
                ) -> concurrent.futures.Future:
-        """``known_outputs``: :func:`~lossbound.study.point.evaluate_point`'s."""
+        """``known_outputs``: :func:`~lossbound.study.point.evaluate_point`'s. Each process
+        runs a codec once on one frame before its first point with it, so no measured point
+        pays the plugin's start-up."""
         known = dict(known_outputs or {})
-        if self._pool is None:
-            fut: concurrent.futures.Future = concurrent.futures.Future()
-            fut.set_result(evaluate_point(self.ctx, setting, codec_worker=self._inline, timeout=self.timeout,
-                                          known_outputs=known))
-            return fut
-        try:
-            return self._pool.submit(_evaluate, setting.as_dict(), known)
-        except BrokenProcessPool:
-            self.restart()
-            return self._pool.submit(_evaluate, setting.as_dict(), known)
+        if self.pool is not None:
+            return self.pool.submit(_evaluate, setting.as_dict(), known)
+        if setting.codec not in self._warm:
+            _warm_up(self._inline, self.ctx, [setting], self.timeout)
+            self._warm.add(setting.codec)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result(evaluate_point(self.ctx, setting, codec_worker=self._inline, timeout=self.timeout,
+                                      known_outputs=known))
+        return fut
 
 
 def is_broken_pool(exc: BaseException | None) -> bool:

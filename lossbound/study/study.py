@@ -34,7 +34,7 @@ from compressors import CodecSetting, settings_from_config
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for
-from lossbound.study.executor import PointRunner, available_cores, is_broken_pool
+from lossbound.study.executor import PointRunner, WorkerPool, available_cores, is_broken_pool
 from lossbound.study.journal import Journal
 from lossbound.study.plots import sweep_figure
 from lossbound.study.report import write_report
@@ -204,8 +204,25 @@ class Study:
 
     # -- the study -----------------------------------------------------------------------------
     def run(self) -> StudyResult:
+        # One pool of processes for the whole study: they share the counting-noise re-samplings,
+        # then evaluate the points (one start-up each).
+        pool = WorkerPool(self.spec, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
+                          timeout=self.sweep.get("timeout_s")) if self.workers > 1 else None
+        try:
+            result = self._run(pool)
+        except BaseException:
+            if pool is not None:
+                pool.close(kill=True)
+            raise
+        if pool is not None:
+            pool.close()
+        return result
+
+    def _run(self, pool: WorkerPool | None) -> StudyResult:
         t_start = time.perf_counter()
-        ctx = context_for(self.spec, workers=self.workers)
+        ctx = context_for(self.spec, pool=pool)
+        if pool is not None:
+            pool.start()  # the processes load the data while this one opens the tracking store
         data = ctx.data
         log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
@@ -220,7 +237,7 @@ class Study:
         versions = library_versions()
         run_id = self._open_run(tracker, ctx, curves, versions)
         try:
-            points, reused = self._drive(ctx, curves, tracker, run_id)
+            points, reused = self._drive(ctx, curves, tracker, run_id, pool)
             # the science: reading the data, the raw result and references, the counting-noise
             # reference where this run computed it, and every point
             noise_s = 0.0 if ctx.noise.get("cached", True) else float(ctx.noise.get("seconds", 0.0))
@@ -352,8 +369,8 @@ class Study:
         return summary
 
     # -- pieces --------------------------------------------------------------------------------
-    def _drive(self, ctx: StudyContext, curves: list[Curve], tracker, parent: str | None
-               ) -> tuple[list[PointResult], int]:
+    def _drive(self, ctx: StudyContext, curves: list[Curve], tracker, parent: str | None,
+               pool: WorkerPool | None) -> tuple[list[PointResult], int]:
         """Run every curve's search to its end, ``self.workers`` points at a time."""
         journal = {p.point_id: judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()}
         known: dict[str, dict[Any, PointResult]] = {c.name: {} for c in curves}
@@ -378,9 +395,8 @@ class Study:
         lost: dict[tuple[str, Any], int] = {}
         tname, stem = self.tname, Path(ctx.data.source).stem
         bar = tqdm(desc=f"{tname} study on {ctx.data.name}", unit="pt", disable=not self.sweep.get("progress", True))
-        warm = _warm_settings(curves)
-        with PointRunner(ctx, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
-                         timeout=self.sweep.get("timeout_s"), warm=warm) as runner, logging_redirect_tqdm():
+        with PointRunner(ctx, pool=pool, isolate=bool(self.sweep.get("isolate", True)),
+                         timeout=self.sweep.get("timeout_s")) as runner, logging_redirect_tqdm():
             while True:
                 # Fill the free slots with the curves' proposals.
                 progressed = True
@@ -506,17 +522,6 @@ def _remember_output(outputs: dict[str, PointResult], point: PointResult) -> Non
 def _group_of(setting: CodecSetting) -> tuple:
     chunks = setting.chunks
     return (setting.codec, setting.mode, setting.input_dtype, tuple(chunks) if isinstance(chunks, (list, tuple)) else chunks)
-
-
-def _warm_settings(curves: list[Curve]) -> list[CodecSetting]:
-    """One valid setting per codec (a modest value) for the per-process plugin warm-up."""
-    out, seen = [], set()
-    for c in curves:
-        if c.template.codec in seen:
-            continue
-        seen.add(c.template.codec)
-        out.append(c.template if c.search is None else c.setting(16.0))
-    return out
 
 
 def _codec_metrics(codec: Mapping[str, Any]) -> dict[str, float]:
