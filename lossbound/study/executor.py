@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from compressors import CodecSetting, CodecWorker
-from lossbound.core.processes import pin_threads, spawn_context, stop_pool
+from lossbound.core.processes import pin_threads, spawn_context
 from lossbound.core.types import Dataset, PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for, loaded_dataset, raw_part
 from lossbound.study.point import evaluate_point
@@ -112,7 +112,7 @@ class WorkerPool:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        self.close(kill=exc_type is not None)
+        self.close(wait=exc_type is None)
 
     @property
     def executor(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -148,13 +148,11 @@ class WorkerPool:
             self._executor = None
             self.restarts += 1
 
-    def close(self, *, kill: bool = False) -> None:
-        """Shut the processes down; with ``kill``, busy ones are killed, not waited for."""
+    def close(self, *, wait: bool = True) -> None:
+        """Shut the processes down (queued calls cancelled); without ``wait``, a busy one
+        ends after its current call, unwaited for (after an error or an interrupt)."""
         if self._executor is not None:
-            if kill:
-                stop_pool(self._executor, kill=True)
-            else:
-                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
 
     def resampler(self, inline: Callable[[np.ndarray], dict[str, float]]

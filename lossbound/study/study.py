@@ -208,21 +208,14 @@ class Study:
         # then evaluate the points (one start-up each).
         pool = WorkerPool(self.spec, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
                           timeout=self.sweep.get("timeout_s")) if self.workers > 1 else None
-        try:
-            result = self._run(pool)
-        except BaseException:
-            if pool is not None:
-                pool.close(kill=True)
-            raise
-        if pool is not None:
-            pool.close()
-        return result
+        if pool is None:
+            return self._run(None)
+        with pool:
+            return self._run(pool)
 
     def _run(self, pool: WorkerPool | None) -> StudyResult:
         t_start = time.perf_counter()
         ctx = context_for(self.spec, pool=pool)
-        if pool is not None:
-            pool.start()  # the processes load the data while this one opens the tracking store
         data = ctx.data
         log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
