@@ -134,9 +134,9 @@ def test_noise_settings_are_checked():
             NoiseSettings.from_config(bad)
 
 
-def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_path, monkeypatch, caplog):
+def test_worker_processes_measure_the_same_noise_reference_as_one_process(tmp_path, monkeypatch, caplog):
     """The re-samplings are drawn in order from one seeded generator in the study's process,
-    whichever process evaluates them: with a helper process the values are the sequential
+    whichever process evaluates them: with worker processes the values are the sequential
     ones (to the last bits a different BLAS thread count sums in another order)."""
     import time
 
@@ -154,7 +154,7 @@ def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
 
     one = context.build_context(spec("one")).noise
     context.forget_contexts()
-    # Slow this process down (not the helper, a fresh process) so the helper, seconds to
+    # Slow this process down (not the workers, fresh processes) so a worker, seconds to
     # start, gets re-samplings to do: the tiny simulation would otherwise all run here.
     evaluate_payload = context.RawPart.evaluate_payload
 
@@ -175,23 +175,25 @@ def test_helper_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
         assert two["values"][metric] == pytest.approx(values, rel=1e-9, abs=1e-12, nan_ok=True), metric
 
 
-def test_a_short_noise_reference_never_waits_for_a_helper_still_starting(tmp_path, caplog):
-    """Tiny data: this process evaluates every re-sampling before a helper could start, and
-    does not wait for it."""
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_short_noise_reference_never_waits_for_a_worker_still_starting(tmp_path, caplog, workers):
+    """Tiny data: this process evaluates every re-sampling before a worker could start, and
+    does not wait for one (with 3 workers, two payloads are taken back from the pool)."""
     from omegaconf import OmegaConf
 
     from conftest import compose, small_sim_overrides
     from lossbound.study import context
 
-    cfg = compose(small_sim_overrides(tmp_path) + ["technique.noise_reference.resamples=2"])
+    cfg = compose(small_sim_overrides(tmp_path) + ["technique.noise_reference.resamples=4"])
     spec = context.ContextSpec(technique=OmegaConf.to_container(cfg.technique, resolve=True),
                                dataset=OmegaConf.to_container(cfg.dataset, resolve=True),
                                cache_dir=str(tmp_path / "cache"))
     context.raw_part(spec)  # the raw result, as a study computes it first
-    with caplog.at_level("INFO", logger="lossbound.study.executor"), WorkerPool(spec, workers=2) as pool:
+    with caplog.at_level("INFO", logger="lossbound.study.executor"), WorkerPool(spec, workers=workers) as pool:
         noise = context.build_context(spec, pool=pool).noise
     context.forget_contexts()
-    assert len(noise["values"]["recon_psnr"]) == 2
-    # both here: the one handed to the helper was taken back, not waited for (Python alone
-    # takes longer to start than the two re-samplings of the tiny simulation)
-    assert any("2 here, 0 in 2 worker" in r.getMessage() for r in caplog.records), caplog.text
+    assert "unavailable" not in noise, noise
+    assert len(noise["values"]["recon_psnr"]) == 4
+    # all here: those handed to the pool were taken back, not waited for (Python alone takes
+    # longer to start than the four re-samplings of the tiny simulation)
+    assert any(f"4 here, 0 in {workers} worker" in r.getMessage() for r in caplog.records), caplog.text

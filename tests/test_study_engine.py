@@ -146,6 +146,7 @@ def test_a_decompressed_output_seen_before_shares_that_points_result(tmp_path, m
     runs once for them, and the shared metrics are those a full evaluation gives."""
     from compressors import CodecSetting
     from lossbound.study import context
+    from lossbound.study.executor import PointRunner, WorkerPool
     from lossbound.study.point import evaluate_point
     from pipelines.tomo.technique import TomoTechnique
 
@@ -177,6 +178,15 @@ def test_a_decompressed_output_seen_before_shares_that_points_result(tmp_path, m
     # computed in full, 3.5 gives exactly the metrics it was given
     full = evaluate_point(ctx, CodecSetting.from_dict(by_value[3.5].setting))
     assert full.same_output_as is None and full.metrics == by_value[3.5].metrics
+    # through a pool of processes: the known outputs travel with the point
+    with WorkerPool(ctx.spec, workers=2) as pool, PointRunner(ctx, pool=pool) as runner:
+        there = runner.submit(CodecSetting.from_dict(first.setting)).result()
+        shared = runner.submit(CodecSetting.from_dict(by_value[3.5].setting),
+                               known_outputs={there.output_sha256: there.point_id}).result()
+    assert there.output_sha256 == first.output_sha256  # the codecs are deterministic
+    # (the pipeline too, to the last bits another BLAS thread count sums in another order)
+    assert there.metrics == pytest.approx(first.metrics, rel=1e-9, abs=1e-12, nan_ok=True)
+    assert shared.same_output_as == there.point_id and not shared.metrics
     # the journal keeps the link, and a second run recomputes nothing
     lines = [json.loads(x) for x in (tmp_path / "runs" / "journal" / "tomo.jsonl").read_text().splitlines()]
     assert sorted(x["same_output_as"] == first.point_id for x in lines) == [False, False, True, True]

@@ -142,24 +142,16 @@ def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
     return out
 
 
-def raw_part(spec: ContextSpec, *, processes: int = 1, data: Dataset | None = None) -> RawPart:
+def raw_part(spec: ContextSpec, *, processes: int = 1) -> RawPart:
     """The raw part of ``spec``'s context, built once per process (the raw result from the
-    cache); ``processes`` the technique may keep busy while it computes the raw result;
-    ``data``: ``spec.dataset`` as the process that started this one loaded it (decoding
-    compressed detector files again takes seconds per process)."""
+    cache); ``processes`` the technique may keep busy while it computes the raw result."""
     part = _RAW_PARTS.get(spec.key)
     if part is None:
-        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes, data=data)
+        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes)
     return part
 
 
-def loaded_dataset(spec: ContextSpec) -> Dataset | None:
-    """``spec``'s dataset if this process has loaded it (its raw part is built), else None."""
-    part = _RAW_PARTS.get(spec.key)
-    return part.raw.data if part is not None else None
-
-
-def _build_raw_part(spec: ContextSpec, *, processes: int, data: Dataset | None) -> RawPart:
+def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     tcfg = spec.technique
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     technique.processes = max(1, processes)
@@ -167,8 +159,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int, data: Dataset | None) 
     tolerances = Tolerances(tcfg.get("tolerances"))
     noise_settings = NoiseSettings.from_config(tcfg.get("noise_reference"))  # checked before any work
     t0 = time.perf_counter()
-    if data is None:
-        data = technique.load(spec.dataset)
+    data = technique.load(spec.dataset)
 
     def compute():
         prepared = technique.prepare(data)

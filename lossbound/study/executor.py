@@ -21,8 +21,8 @@ import numpy as np
 
 from compressors import CodecSetting, CodecWorker
 from lossbound.core.processes import pin_threads, spawn_context
-from lossbound.core.types import Dataset, PointResult
-from lossbound.study.context import ContextSpec, StudyContext, context_for, loaded_dataset, raw_part
+from lossbound.core.types import PointResult
+from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
 from lossbound.study.point import evaluate_point
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,9 @@ def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSet
             log.debug("warm-up of %s failed: %s", setting.label, exc)
 
 
-def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout, data: Dataset | None) -> None:
+def _init_worker(spec: ContextSpec, threads: int, isolate: bool, timeout) -> None:
     pin_threads(threads)
-    # what a re-sampling needs; a point also needs the noise reference, cached by then
-    raw_part(spec, data=data)
+    raw_part(spec)  # what a re-sampling needs; a point's context is completed on its first point
     worker = CodecWorker(isolate=isolate)
     # A pool worker ends through multiprocessing's exit function, which joins its children:
     # the codec process must be shut down first, by a finalizer that runs before that join.
@@ -117,13 +116,11 @@ class WorkerPool:
     @property
     def executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._executor is None:
-            # The dataset this process loaded goes with each process's start: shipping it
-            # takes a fraction of a second, decoding the files again seconds (thaumatin's
-            # bzip2 CBFs: ~6 s).
-            loaded = loaded_dataset(self.spec)
+            # Small arguments only: a spawned child reads them once Python has started, and
+            # arguments larger than the pipe's buffer would hold this process until then.
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=spawn_context(), initializer=_init_worker,
-                initargs=(self.spec, self.threads, self.isolate, self.timeout, loaded))
+                initargs=(self.spec, self.threads, self.isolate, self.timeout))
         return self._executor
 
     def submit(self, fn: Callable, *args: Any) -> concurrent.futures.Future:
@@ -162,15 +159,19 @@ class WorkerPool:
 
         Every pool process starts at once and loads the data while this process evaluates
         the first payload; then whoever is free takes the next one: a feeder thread hands one
-        to each idle process while this process evaluates the others, so neither side waits
-        for the other. The processes are the ones the points use next, so their start-up is
-        paid once. A short reference (tiny data) is over before a process has started: at the
-        end this process does not wait for one that has delivered nothing, it evaluates that
-        payload itself. Payloads are drawn in order (the draw of payload i does not depend on
-        who evaluates it) and the pipelines are deterministic: where a re-sampling ran does
-        not change its metrics. At most ``workers + 1`` payloads are in memory; BLAS/OpenMP
-        threads are pinned here as in the pool.
+        to an idle process while this process evaluates the others, so neither side waits for
+        the other. ``workers - 1`` processes evaluate at a time besides this one (one per
+        core); the others only start, for the points that follow, so their start-up is paid
+        once. A short reference (tiny data) is over before a process has started: at the end
+        this process does not wait for one that has delivered nothing, it evaluates that
+        payload itself (a call already sent to a process still runs there, before its first
+        point). Payloads are drawn in order (the draw of payload i does not depend on who
+        evaluates it) and the pipelines are deterministic: where a re-sampling ran does not
+        change its metrics. Payloads sent to the pool stay in memory until the end (one may be
+        taken back); BLAS/OpenMP threads are pinned here as in the pool.
         """
+        in_pool = max(1, self.workers - 1)
+
         def run(payloads: Iterator[np.ndarray]) -> Iterator[dict[str, float]]:
             from threadpoolctl import threadpool_limits
 
@@ -183,14 +184,21 @@ class WorkerPool:
 
             results: dict[int, dict[str, float]] = {}
             jobs: dict[int, tuple[concurrent.futures.Future, np.ndarray]] = {}
-            idle, done = threading.Semaphore(self.workers), threading.Event()
+            idle, done = threading.Semaphore(in_pool), threading.Event()
+            feed_errors: list[BaseException] = []
 
             def feed() -> None:  # a payload to each idle process; only this thread submits
-                while idle.acquire() and not done.is_set() and (item := pull()) is not None:
-                    i, payload = item
-                    fut = self.submit(_resample_metrics, payload)
-                    jobs[i] = (fut, payload)
-                    fut.add_done_callback(lambda _: idle.release())
+                try:
+                    while idle.acquire() and not done.is_set() and (item := pull()) is not None:
+                        i, payload = item
+                        fut = self.submit(_resample_metrics, payload)
+                        jobs[i] = (fut, payload)
+                        fut.add_done_callback(lambda _: idle.release())
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the study process
+                    feed_errors.append(exc)
+
+            def delivered(fut: concurrent.futures.Future) -> bool:
+                return fut.done() and not fut.cancelled() and fut.exception() is None
 
             feeder = threading.Thread(target=feed, name="resample-feeder", daemon=True)
             here = 0
@@ -203,10 +211,12 @@ class WorkerPool:
                     done.set()
                     idle.release()  # wake the feeder if it waits for a process
                     feeder.join()
+                    if feed_errors:  # drawing a payload failed there: no reference from fewer
+                        raise feed_errors[0]
                     for j in sorted(jobs):
                         fut, payload = jobs[j]
-                        delivered = any(f.done() and f.exception() is None for f, _ in jobs.values())
-                        if not (fut.done() or delivered):  # the pool still starting: not worth waiting for
+                        if not fut.done() and not any(delivered(f) for f, _ in jobs.values()):
+                            # the pool still starting: not worth waiting for
                             fut.cancel()
                             results[j] = inline(payload)
                             here += 1

@@ -444,6 +444,7 @@ class Study:
                         point = share_result(point, source, ctx.tolerances)
                         log.info("%s: decompressed data bit-identical to %s's; its pipeline result is reused",
                                  point.label, source.label)
+                    judge(point, ctx.tolerances)  # this process's tolerances, wherever the point ran
                     _remember_output(outputs, point)
                     point.run_id = rid
                     self._record(tracker, point)
@@ -507,8 +508,9 @@ def _rates(acquisition: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _remember_output(outputs: dict[str, PointResult], point: PointResult) -> None:
-    """Keep ``point`` as the evaluated point of its decompressed output (the first ok one)."""
-    if point.status == "ok" and point.output_sha256 and point.same_output_as is None:
+    """Keep ``point`` as the point of its decompressed output (the first ok one; a point that
+    shared another's result has the same metrics)."""
+    if point.status == "ok" and point.output_sha256:
         outputs.setdefault(point.output_sha256, point)
 
 
