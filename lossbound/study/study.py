@@ -439,12 +439,14 @@ class Study:
                     pending[c.name].discard(value)
                     exc = fut.exception()
                     point = fut.result() if exc is None else self._failed_point(ctx, c.setting(value), exc)
+                    # judged under this process's tolerances, wherever the point ran
                     if point.same_output_as is not None and point.status == "ok":
                         source = outputs[point.output_sha256]
                         point = share_result(point, source, ctx.tolerances)
                         log.info("%s: decompressed data bit-identical to %s's; its pipeline result is reused",
                                  point.label, source.label)
-                    judge(point, ctx.tolerances)  # this process's tolerances, wherever the point ran
+                    else:
+                        judge(point, ctx.tolerances)
                     _remember_output(outputs, point)
                     point.run_id = rid
                     self._record(tracker, point)
