@@ -150,7 +150,7 @@ class Distortion(Evaluator):
     def _gain(self, raw: Outcome) -> float:
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
-        return float(raw.data.meta.get("adu_per_photon", 1.0))
+        return float(raw.data.meta.get("adu_per_photon") or 1.0)
 
     def _offset(self, raw: Outcome) -> np.ndarray | float:
         if self.dark_key is None or self.dark_key not in raw.data.arrays:

@@ -263,20 +263,31 @@ class ProfileDeviation(Evaluator):
         Metric prefix (default ``'profile'``).
 
     Output keys: ``<prefix>_chi2_red``, ``<prefix>_max_dev_sigma``, ``<prefix>_bias_sigma``,
-    ``<prefix>_rwp`` (see :func:`profile_deviation`).
+    ``<prefix>_rwp`` (see :func:`profile_deviation`) over every frame's bins, and per frame
+    (arrays) ``<prefix>_chi2_red_frames`` and ``<prefix>_max_dev_sigma_frames``.
     """
 
     name = "profile"
+    scaling = {"chi2_red": 2, "chi2_red_frames": 2}
+
+    def powers(self) -> dict[str, int]:
+        return {f"{self.prefix}_{k}": v for k, v in self.scaling.items()}
 
     def __init__(self, *, prefix: str = "profile", **extra: Any) -> None:
         reject_unknown(self.name, extra)
         super().__init__(prefix=prefix)
         self.prefix = str(prefix)
 
-    def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
-        dev = profile_deviation(result_array(raw, "intensity", self.name), result_array(compressed, "intensity", self.name),
-                                result_array(raw, "sigma", self.name))
-        return {f"{self.prefix}_{k}": v for k, v in dev.items() if k != "bins"}
+    def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, Any]:
+        ref, test, sigma = (np.atleast_2d(result_array(o, k, self.name))
+                            for o, k in ((raw, "intensity"), (compressed, "intensity"), (raw, "sigma")))
+        dev = profile_deviation(ref, test, sigma)
+        out: dict[str, Any] = {f"{self.prefix}_{k}": v for k, v in dev.items() if k != "bins"}
+        if ref.shape == test.shape == sigma.shape:
+            per = [profile_deviation(ref[i], test[i], sigma[i]) for i in range(ref.shape[0])]
+            out[f"{self.prefix}_chi2_red_frames"] = np.array([d["chi2_red"] for d in per])
+            out[f"{self.prefix}_max_dev_sigma_frames"] = np.array([d["max_dev_sigma"] for d in per])
+        return out
 
 
 @EVALUATORS.register("powder_peaks")
@@ -300,7 +311,9 @@ class PowderPeaks(Evaluator):
     (relative), ``peak_count`` (peaks fitted in both); with a cubic calibrant in the dataset
     (``calibrant``: CeO2, LaB6, Si) ``lattice_a`` (Angstrom, compressed),
     ``lattice_a_change`` (relative) and ``lattice_a_change_sigma`` (|change| / raw fit error).
-    Metrics are NaN where no peak exists (then criteria on them do not apply).
+    Metrics are NaN where no peak exists (then criteria on them do not apply), and on a SAXS
+    dataset without a crystalline calibrant (``sample: saxs``, no ``calibrant``), whose maxima
+    are form-factor fringes.
     """
 
     name = "powder_peaks"
@@ -332,6 +345,10 @@ class PowderPeaks(Evaluator):
         return a, a_err
 
     def reference(self, raw: Outcome) -> dict[str, Any]:
+        if raw.data.meta.get("sample") == "saxs" and not raw.data.meta.get("calibrant"):
+            # the maxima of a SAXS curve without a crystalline calibrant are form-factor
+            # fringes, not Bragg peaks: peak positions, widths and areas are not its science
+            return {"peaks": [], "fits": [], "lattice_a": math.nan, "lattice_a_err": math.nan, "applicable": False}
         x, y, s = _mean_profile(raw, self.name)
         peaks = find_strong_peaks(x, y, s, n_peaks=self.n_peaks, min_prominence_sigma=self.min_prominence)
         for p, f in zip(peaks, self._fit_all(raw, peaks)):  # every fit starts where this one ended
@@ -342,6 +359,10 @@ class PowderPeaks(Evaluator):
         return {"peaks": peaks, "fits": fits, "lattice_a": a, "lattice_a_err": a_err}
 
     def compare(self, raw: Outcome, compressed: Outcome, reference: Mapping[str, Any]) -> dict[str, float]:
+        if reference.get("applicable") is False:
+            return dict.fromkeys(("peak_count", "peak_shift_fwhm_max", "peak_shift_sigma_max", "peak_fwhm_change_max",
+                                  "peak_area_change_max", "lattice_a", "lattice_a_change", "lattice_a_change_sigma"),
+                                 math.nan)
         fits = self._fit_all(compressed, reference["peaks"])
         shift_fwhm, shift_sigma, fwhm_change, area_change = [], [], [], []
         for r, c in zip(reference["fits"], fits):

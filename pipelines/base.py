@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -10,7 +11,38 @@ from lossbound.core.errors import NotApplicable
 from lossbound.core.noise import is_counts, poisson_resample
 from lossbound.core.types import Dataset, Result
 
-__all__ = ["Dataset", "Result", "Technique"]
+__all__ = ["Dataset", "Result", "SimulationTruth", "Technique", "dataset_name"]
+
+_COMPRESSION_SUFFIXES = {".bz2", ".gz", ".xz"}
+
+
+def dataset_name(cfg: Mapping[str, Any], path: Any) -> tuple[str, bool]:
+    """A dataset's name and whether it was given: ``dataset.name``, else the stem of its file
+    (``scan.h5`` -> ``scan``, ``frame.cbf.bz2`` -> ``frame``) or folder, or the folder of a
+    glob (``/data/run7/*.cbf`` -> ``run7``)."""
+    if cfg.get("name"):
+        return str(cfg["name"]), True
+    from pathlib import Path
+
+    p = Path(str(path))
+    if any(ch in p.name for ch in "*?["):
+        return p.parent.name or "dataset", False
+    if p.suffix in _COMPRESSION_SUFFIXES:
+        p = p.with_suffix("")
+    return (p.name if p.is_dir() else p.stem) or "dataset", False
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationTruth:
+    """What a built-in simulation knows that a measurement does not: the noise-free
+    measurement (``noise_free``: the expected counts, with the detector's defects and masks)
+    and independent measurements of the same sample (``measure(rng)``), so the true effect of
+    one dose of counting noise on a science result can be measured
+    (:mod:`lossbound.study.calibrate`). ``note`` says what differs between measurements."""
+
+    noise_free: Dataset
+    measure: Callable[[np.random.Generator], Dataset]
+    note: str = ""
 
 
 class Technique(abc.ABC):
@@ -63,6 +95,26 @@ class Technique(abc.ABC):
         """``data`` re-measured from counting statistics alone (see :meth:`noise_model`)."""
         self.noise_model(data)
         return data.with_payload(poisson_resample(data.payload_array, rng, valid=data.mask))
+
+    def noise_checks(self, data: Dataset) -> dict[str, Any]:
+        """Whether the data behave as the noise model assumes (recorded beside the noise
+        reference; ``warning`` set when they do not). Default: nothing to check."""
+        return {}
+
+    def data_key(self, data: Dataset) -> dict[str, Any]:
+        """What besides the arrays' content and :meth:`describe` the result depends on (part
+        of the raw-result cache key and of every point id), e.g. a gain from the dataset."""
+        return {}
+
+    def simulation_truth(self, data: Dataset) -> SimulationTruth | None:
+        """For data this technique's built-in simulation wrote (``meta['simulation']``): its
+        noise-free measurement and a source of independent ones; None for other data."""
+        return None
+
+    def truth_result(self, noise_free: Dataset, prepared: Mapping[str, Any]) -> Result:
+        """The true science result: the pipeline on the noise-free measurement (a technique
+        whose pipeline is not defined on noise-free data overrides this)."""
+        return self.run(noise_free, prepared)
 
     def preview(self, result: Result) -> dict[str, Any]:
         """The small part of a result that :meth:`figure` draws (kept per point in memory,

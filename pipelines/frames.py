@@ -19,8 +19,11 @@ from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["expand_paths", "geometry_from_header", "integrator_for", "load_detector_frames", "load_geometry",
-           "read_frames", "read_user_mask", "sentinel_mask"]
+__all__ = ["count_dispersion", "expand_paths", "geometry_from_header", "integrator_for", "load_detector_frames",
+           "load_geometry", "read_frames", "read_user_mask", "sentinel_mask"]
+
+#: median variance / mean of the background shells outside which counts are not photon counts
+DISPERSION_RANGE = (0.7, 1.5)
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 DEFAULT_KEY = "/entry/data/data"
@@ -335,3 +338,38 @@ def _hdf5_attr(path: Path, key: str | None, attr: str) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+
+
+def count_dispersion(ai: Any, frames: np.ndarray, masked: np.ndarray, *, npt: int = 200, max_frames: int = 2,
+                     min_counts: float = 1.0) -> dict[str, Any]:
+    """Do the counts behave like photons? The variance over the mean of each resolution shell
+    (pyFAI's azimuthal sigma-clipped statistics, Bragg spots clipped away) is 1 for Poisson
+    counts. Smooth azimuthal modulations (polarisation, texture, solid angle) add variance that
+    grows as the mean squared, so the dispersion index is the median over the third of the
+    shells with the fewest counts (at least ``min_counts`` per pixel), on up to ``max_frames``
+    frames. Outside
+    :data:`DISPERSION_RANGE` the data are scaled, summed, background-subtracted or otherwise
+    not counts, and a Poisson re-measurement of them is no yardstick (``warning``)."""
+    ratios = []
+    for frame in frames[:max_frames]:
+        res = ai.sigma_clip_ng(np.asarray(frame, np.float64), npt, unit="q_nm^-1", method=("no", "csr", "cython"),
+                               error_model="azimuthal", mask=masked.astype(np.int8), thres=3.0, max_iter=5,
+                               correctSolidAngle=False, polarization_factor=None)
+        mean = np.asarray(res.intensity, np.float64)
+        std = np.asarray(res.std if res.std is not None else res.sigma, np.float64)
+        ok = np.isfinite(mean) & np.isfinite(std) & (mean >= min_counts)
+        order = np.argsort(mean[ok])
+        low = order[: max(10, order.size // 3)]
+        ratios.append((std[ok] ** 2 / mean[ok])[low])
+    r = np.concatenate(ratios) if ratios else np.zeros(0)
+    if r.size == 0:
+        return {"dispersion": None, "shells": 0, "note": f"no shell with >= {min_counts:g} counts per pixel"}
+    d = float(np.median(r))
+    out = {"dispersion": d, "shells": int(r.size), "range": list(DISPERSION_RANGE)}
+    if not DISPERSION_RANGE[0] <= d <= DISPERSION_RANGE[1]:
+        out["warning"] = (f"background variance / mean = {d:.3g} (photon counts: 1): the values do not behave like "
+                          f"photon counts, so Poisson re-sampling is no yardstick for them (declare the data's gain "
+                          f"or use technique.noise_reference.mode=off)")
+    else:
+        out["note"] = f"background variance / mean = {d:.3g} over {r.size} shells: photon counts"
+    return out

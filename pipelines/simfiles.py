@@ -2,6 +2,7 @@
 parameters change, never written over a file that is someone's data."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -13,7 +14,7 @@ from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_home", "needs_writing", "resolve_params"]
+__all__ = ["FrameOverlay", "FramesModel", "check_home", "needs_writing", "resolve_params"]
 
 
 def check_home(path: Path, cfg: Mapping[str, Any], *, hint: str) -> None:
@@ -116,3 +117,57 @@ def ensure_frames_simulation(cfg: Mapping[str, Any], *, technique: str, make_par
         write(path, poni, **params)
         log.info("%s: wrote simulation %s and its geometry %s", technique, path, poni)
     return params
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameOverlay:
+    """What a simulated photon-counting detector writes besides photons: module gaps (-1),
+    bad pixels (-2), a hot pixel above the count cut-off, and per frame the zingers (pixel
+    positions and the counts they add)."""
+
+    gaps: np.ndarray
+    bad: np.ndarray
+    hot: np.ndarray
+    hot_value: int
+    zingers: list[tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list)
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """``frames`` (n, rows, cols) with the detector's defects, in place (in the order the
+        simulation writes them)."""
+        frames[:, self.gaps] = -1
+        frames[:, self.bad[:, 0], self.bad[:, 1]] = -2
+        frames[:, self.hot[0], self.hot[1]] = self.hot_value
+        for i, (z, add) in enumerate(self.zingers[: len(frames)]):
+            frames[i, z[:, 0], z[:, 1]] += add.astype(frames.dtype)
+        return frames
+
+
+@dataclasses.dataclass(frozen=True)
+class FramesModel:
+    """A simulated stack of count frames: the expected counts per pixel (``expected``, frames x
+    rows x cols) and the detector's defects. :meth:`measured` is the noise-free measurement
+    (float), :meth:`measure` one more independent measurement (Poisson counts, int32), both with
+    the same defects, so two of them differ by counting noise only."""
+
+    expected: np.ndarray
+    overlay: FrameOverlay
+
+    def measured(self) -> np.ndarray:
+        return self.overlay.apply(np.array(self.expected, dtype=np.float64))
+
+    def measure(self, rng: np.random.Generator) -> np.ndarray:
+        return self.overlay.apply(rng.poisson(self.expected).astype(np.int32))
+
+
+def frames_truth(data, model: FramesModel, *, note: str):
+    """The :class:`~pipelines.base.SimulationTruth` of a loaded frames dataset whose payload
+    the simulation ``model`` wrote (None when the loader changed its shape, e.g. max_frames)."""
+    from pipelines.base import SimulationTruth
+
+    if model.expected.shape != data.payload_array.shape:
+        return None
+
+    def measure(rng: np.random.Generator):
+        return data.with_payload(model.measure(rng).astype(data.payload_array.dtype))
+
+    return SimulationTruth(noise_free=data.with_payload(model.measured()), measure=measure, note=note)

@@ -111,12 +111,15 @@ def test_a_noise_effect_too_uncertain_for_its_k_keeps_the_fixed_range():
     assert ranges["hit"] == (1.0, None)            # noise never flips a call: no change allowed
 
 
-def test_tomography_without_a_gain_has_no_model_for_non_count_projections():
+def test_tomography_without_a_gain_has_no_model():
+    # one flat and no declared gain: no gain at all, so no yardstick (never a guessed g = 1)
     tomo = TECHNIQUES.get("tomo")({})
-    data = Dataset(name="t", arrays={"projections": np.full((2, 2, 4), 10.5, np.float32),
+    data = Dataset(name="t", arrays={"projections": np.full((2, 2, 4), 10, np.uint16),
                                      "darks": np.zeros((1, 2, 4), np.float32)}, payload="projections", source="x",
-                   meta={"adu_per_photon": 1.0, "adu_per_photon_given": False})
-    with pytest.raises(NotApplicable, match="declares no adu_per_photon"):
+                   meta={"adu_per_photon": None, "adu_per_photon_declared": None,
+                         "adu_per_photon_measured": {"gain": None, "reason": "1 flat(s): the photon transfer needs "
+                                                                             "at least two"}})
+    with pytest.raises(NotApplicable, match="no gain for the projections .1 flat"):
         tomo.noise_model(data)
 
 
@@ -197,3 +200,55 @@ def test_a_short_noise_reference_never_waits_for_a_worker_still_starting(tmp_pat
     # all here: those handed to the pool were taken back, not waited for (Python alone takes
     # longer to start than the four re-samplings of the tiny simulation)
     assert any(f"4 here, 0 in {workers} worker" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_the_flats_photon_transfer_measures_the_cameras_gain():
+    from pipelines.tomo.gain import photon_transfer
+    from pipelines.tomo.simulate import simulate_tomo
+
+    scan = simulate_tomo(n_angles=20, n_rows=16, n_cols=96)           # 1 ADU per photon, read noise 2.5 ADU
+    got = photon_transfer(scan["flats"], scan["darks"])
+    assert got["gain"] == pytest.approx(1.0, abs=0.03) and got["read_noise_adu"] == pytest.approx(2.5, rel=0.1)
+    # the same photons read at 4 ADU per photon (and 4x the read noise)
+    dark = scan["darks"].astype(float).mean()
+    scaled = photon_transfer(dark + 4 * (scan["flats"].astype(float) - dark), dark + 4 * (scan["darks"] - dark))
+    assert scaled["gain"] == pytest.approx(4.0, rel=0.03)
+    one = photon_transfer(scan["flats"][:1], scan["darks"])
+    assert one["gain"] is None and "needs at least two" in one["reason"]
+
+
+def test_a_declared_gain_is_used_and_checked_against_the_flats(tmp_path, caplog):
+    import logging
+
+    from conftest import compose, small_sim_overrides
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose(small_sim_overrides(tmp_path)), resolve=True)
+    tomo = TECHNIQUES.get("tomo")(cfg["technique"]["pipeline"])
+    data = tomo.load(cfg["dataset"])                                  # declares 1.0, as the simulation counts
+    assert data.meta["adu_per_photon"] == 1.0 and "disagree" not in data.meta["gain_note"]
+    assert tomo.noise_checks(data)["gain_measured"] == pytest.approx(1.0, abs=0.03)
+    with caplog.at_level(logging.WARNING):
+        wrong = tomo.load({**cfg["dataset"], "adu_per_photon": 0.25})
+    assert wrong.meta["adu_per_photon"] == 0.25 and "disagree by" in wrong.meta["gain_note"]
+    assert "disagree" in caplog.text
+    measured = tomo.load({**cfg["dataset"], "adu_per_photon": None})
+    assert measured.meta["adu_per_photon"] == pytest.approx(1.0, abs=0.03)
+    assert "measured by the flats' photon transfer" in tomo.noise_model(measured)
+    assert tomo.data_key(measured) != tomo.data_key(data)               # another gain, another raw result
+
+
+def test_counts_that_do_not_behave_like_photons_are_flagged(tmp_path):
+    from conftest import compose
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose(["technique=azint", f"paths.reference_data={tmp_path}",
+                                          "dataset.simulation.detector=Pilatus300k",
+                                          "dataset.simulation.poni_px=[300,240]",
+                                          "dataset.simulation.distance_mm=120"]), resolve=True)
+    azint = TECHNIQUES.get("azint")(cfg["technique"]["pipeline"])
+    data = azint.load(cfg["dataset"])
+    ok = azint.noise_checks(data)
+    assert ok["dispersion"] == pytest.approx(1.0, abs=0.1) and "warning" not in ok
+    scaled = azint.noise_checks(data.with_payload(data.payload_array * 3))   # e.g. a summed or scaled file
+    assert scaled["dispersion"] == pytest.approx(3.0, rel=0.15) and "do not behave like photon counts" in scaled["warning"]

@@ -141,6 +141,16 @@ def test_indexing_evaluator_aligns_settings_and_sees_lost_frames_and_changed_int
     assert worse["misorientation_max_deg"] == pytest.approx(0.1, abs=1e-6)
     assert worse["misorientation_max_sigma"] == pytest.approx(2.0, rel=1e-4)  # 0.1 deg at sigma 0.05 deg
     assert worse["refl_cc_weak"] < 0.9 < worse["refl_cc_strong"]
+    # survivor bias: the lost frame loses its reflections, and per frame it is outside everything
+    assert worse["refl_common_fraction"] == pytest.approx(0.5)
+    assert worse["misorientation_deg_frames"][1] == np.inf and worse["refl_cc_weak_frames"][1] == -np.inf
+    assert worse["refl_common_fraction_frames"].tolist() == [1.0, 0.0]
+    assert worse["misorientation_deg_frames"][0] == pytest.approx(0.1, abs=1e-6)
+    # a frame indexed only on compressed data is a false indexing
+    half = _result([basis, np.full((3, 3), np.nan)], hkl, intensity, sigma)
+    false = ev.compare(_outcome(half), _outcome(raw), {})
+    assert false["false_indexed"] == 1.0 and false["indexed_agreement"] == 0.5
+    assert np.isnan(false["misorientation_deg_frames"][1])          # not indexed on raw: not judged
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["DetectorPlane", "align", "candidate_bases", "direct_matrix", "index_from_basis_vectors", "lattice_system",
-           "misorientation_deg", "misorientation_sigma", "predict_reflections", "symmetry_ops"]
+           "misorientation_deg", "misorientation_sigma", "predict_reflections", "refine_detector", "shifted_plane",
+           "symmetry_ops"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,15 @@ _CELL_PARAMS: dict[str, tuple[Callable[[np.ndarray], list[float]], Callable[[np.
     "monoclinic": (lambda c: [*c[:3], c[4]], lambda p: [p[0], p[1], p[2], 90, p[3], 90]),
     "triclinic": (lambda c: list(c), lambda p: list(p)),
 }
+
+
+def _cell_params(system: str, cell: Sequence[float] | None = None):
+    """(cell -> free parameters, free parameters -> cell) of a lattice system; ``fixed``:
+    none, the cell is ``cell``."""
+    if system == "fixed":
+        fixed = [float(v) for v in cell]
+        return (lambda c: []), (lambda p: fixed)
+    return _CELL_PARAMS[system]
 
 
 def symmetry_ops(cell: Sequence[float], *, tol: float = 0.02) -> np.ndarray:
@@ -263,17 +273,19 @@ def _residuals(basis: np.ndarray, y: np.ndarray, x: np.ndarray, rlp: np.ndarray,
 
 
 def _refine(basis0: np.ndarray, y: np.ndarray, x: np.ndarray, rlp: np.ndarray, plane: DetectorPlane,
-            system: str, tolerances: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+            system: str, tolerances: Sequence[float], cell: Sequence[float] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Orientation (rotation vector) and the system's free cell parameters by least squares
     on pixel residuals of the spots within each successive tolerance (Miller indices fixed
     per round); returns the basis and the covariance (rad², lab frame) of its orientation,
-    from the last round's Jacobian and residual variance (NaN if it did not run)."""
+    from the last round's Jacobian and residual variance (NaN if it did not run). With
+    ``system='fixed'`` the cell is ``cell`` and only the orientation is refined."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
     if np.linalg.det(basis0) < 0:  # -A indexes the same spots with -hkl, and is right-handed
         basis0 = -basis0
-    to_params, to_cell = _CELL_PARAMS[system]
+    to_params, to_cell = _cell_params(system, cell)
     p_cell = np.asarray(to_params(cell_of(basis0)), float)
     u0 = _nearest_rotation(basis0.T @ np.linalg.inv(direct_matrix(to_cell(p_cell)).T))
     params = np.concatenate([np.zeros(3), p_cell])
@@ -307,7 +319,8 @@ def _refine(basis0: np.ndarray, y: np.ndarray, x: np.ndarray, rlp: np.ndarray, p
 
 def index_from_basis_vectors(y: np.ndarray, x: np.ndarray, vectors: np.ndarray, cell: Sequence[float],
                              plane: DetectorPlane, *, tolerance_px: float = 3.0, min_fraction: float = 0.25,
-                             cell_tolerance: float = 0.05, n_refine: int = 3) -> dict[str, Any]:
+                             cell_tolerance: float = 0.05, n_refine: int = 3, refine_cell: bool = True
+                             ) -> dict[str, Any]:
     """Orientation of one still from its spots and the basis-search vectors (DPS).
 
     Candidate bases matching the known ``cell`` are scored by the fraction of spots predicted
@@ -315,7 +328,9 @@ def index_from_basis_vectors(y: np.ndarray, x: np.ndarray, vectors: np.ndarray, 
     random lattice or a wrong cell indexes 3–6 % of the spots within 3 px, so a frame counts
     as indexed only when at least ``min_fraction`` are within ``tolerance_px`` *and* the
     refined cell is within ``cell_tolerance`` (relative lengths; the same in degrees/100
-    for the angles) of the known one.
+    for the angles) of the known one. ``refine_cell=False`` refines the orientation only, with
+    ``cell`` as it is (one still hardly fixes the cell axis along the beam: a free one can
+    settle a few per cent off, into a minimum that indexes the spots differently).
 
     Returns a dict: ``indexed``, ``basis`` (3x3, NaN if none), ``cell`` (6), ``hkl`` (n x 3),
     ``distance_px`` (n), ``fraction``, ``rmsd_px``, ``orientation_covariance`` (3x3, rad²),
@@ -333,10 +348,10 @@ def index_from_basis_vectors(y: np.ndarray, x: np.ndarray, vectors: np.ndarray, 
         return out
     rlp = plane.rlp(y, x)
     scores = [float(np.mean(_residuals(b, y, x, rlp, plane)[1] < 6.0)) for b in cands]
-    system = lattice_system(cell)
+    system = lattice_system(cell) if refine_cell else "fixed"
     best: tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for i in np.argsort(scores)[::-1][:n_refine]:
-        basis, covariance = _refine(cands[i], y, x, rlp, plane, system, (8.0, 5.0, tolerance_px))
+        basis, covariance = _refine(cands[i], y, x, rlp, plane, system, (8.0, 5.0, tolerance_px), cell)
         hkl, d = _residuals(basis, y, x, rlp, plane)
         frac = float(np.mean(d < tolerance_px))
         if best is None or frac > best[0]:
@@ -356,6 +371,106 @@ def index_from_basis_vectors(y: np.ndarray, x: np.ndarray, vectors: np.ndarray, 
     else:
         out["indexed"] = True
     return out
+
+
+def shifted_plane(plane: DetectorPlane, d_slow: float, d_fast: float, d_normal: float) -> DetectorPlane:
+    """``plane`` moved by ``d_slow``, ``d_fast`` (mm, within the plane: the beam centre moves the
+    other way, as pyFAI's ``poni1``/``poni2`` grow) and ``d_normal`` (mm, away from the sample:
+    pyFAI's ``dist`` grows)."""
+    slow, fast, origin = (np.asarray(v, float) for v in (plane.slow, plane.fast, plane.origin))
+    su, fu = slow / np.linalg.norm(slow), fast / np.linalg.norm(fast)
+    normal = np.cross(su, fu)
+    normal /= np.linalg.norm(normal)
+    if normal @ origin < 0:
+        normal = -normal
+    moved = origin - d_slow * su - d_fast * fu + d_normal * normal
+    return DetectorPlane(origin=tuple(map(float, moved)), slow=plane.slow, fast=plane.fast,
+                         wavelength=plane.wavelength)
+
+
+def refine_detector(stills: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cell: Sequence[float],
+                    plane: DetectorPlane, *, tolerance_px: float = 3.0, rounds: int = 2,
+                    refine_cell: bool = True) -> dict[str, Any]:
+    """The detector's position (beam centre and distance), the cell and every still's
+    orientation, refined together by least squares on the pixel residuals of every indexed
+    spot of every still.
+
+    Parameters
+    ----------
+    stills : sequence of (y, x, basis)
+        Per indexed still: its spots (corner-based pixels) and its basis (rows a, b, c, Å).
+    cell : sequence of 6 floats
+        The cell to start from; its lattice system fixes what is refined.
+    plane : DetectorPlane
+        The detector as the header or PONI has it.
+    tolerance_px : float
+        Spots within this distance of their prediction take part (Miller indices from the
+        current model, reassigned each of ``rounds`` rounds).
+
+    Returns
+    -------
+    dict
+        ``shift_mm`` (slow, fast, normal: see :func:`shifted_plane`), ``plane``, ``cell``,
+        ``bases`` (per still), ``rmsd_before_px`` / ``rmsd_after_px`` (spots within
+        ``tolerance_px``, before and after), ``spots`` (used), ``rounds``.
+    """
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    system = lattice_system(cell) if refine_cell else "fixed"
+    to_params, to_cell = _cell_params(system, cell)
+    p_cell0 = np.asarray(to_params(np.asarray(cell, float)), float)
+    d0 = direct_matrix(to_cell(p_cell0)).T
+    u0 = []
+    for _, _, basis in stills:
+        b = -basis if np.linalg.det(basis) < 0 else basis
+        u0.append(_nearest_rotation(b.T @ np.linalg.inv(d0)))
+    nf, nc = len(stills), p_cell0.size
+
+    def unpack(p: np.ndarray):
+        pl = shifted_plane(plane, *p[:3])
+        cm = direct_matrix(to_cell(p[3:3 + nc])).T
+        bases = [(Rotation.from_rotvec(p[3 + nc + 3 * i: 6 + nc + 3 * i]).as_matrix() @ u0[i] @ cm).T
+                 for i in range(nf)]
+        return pl, bases
+
+    def assign(p: np.ndarray):
+        pl, bases = unpack(p)
+        sel = []
+        for (y, x, _), b in zip(stills, bases):
+            hkl, d = _residuals(b, y, x, pl.rlp(y, x), pl)
+            ok = d < tolerance_px
+            sel.append((y[ok], x[ok], hkl[ok]))
+        return sel
+
+    def rmsd(p: np.ndarray, sel) -> tuple[float, int]:
+        pl, bases = unpack(p)
+        d2 = []
+        for (y, x, hkl), b in zip(sel, bases):
+            py, px = pl.project(hkl @ np.linalg.inv(b).T)
+            d2.append((py - y) ** 2 + (px - x) ** 2)
+        d2 = np.concatenate(d2) if d2 else np.zeros(0)
+        d2 = d2[np.isfinite(d2)]
+        return (float(np.sqrt(d2.mean())) if d2.size else math.nan), int(d2.size)
+
+    params = np.concatenate([np.zeros(3), p_cell0, np.zeros(3 * nf)])
+    sel = assign(params)
+    before, _ = rmsd(params, sel)
+    for _ in range(max(1, rounds)):
+        def resid(p: np.ndarray, sel=sel) -> np.ndarray:
+            pl, bases = unpack(p)
+            out = []
+            for (y, x, hkl), b in zip(sel, bases):
+                py, px = pl.project(hkl @ np.linalg.inv(b).T)
+                out += [py - y, px - x]
+            return np.nan_to_num(np.concatenate(out), nan=50.0, posinf=50.0, neginf=-50.0)
+
+        params = least_squares(resid, params, loss="soft_l1", f_scale=2.0, x_scale="jac").x
+        sel = assign(params)
+    after, n = rmsd(params, sel)
+    pl, bases = unpack(params)
+    return {"shift_mm": [float(v) for v in params[:3]], "plane": pl, "cell": [float(v) for v in to_cell(params[3:3 + nc])],
+            "bases": bases, "rmsd_before_px": before, "rmsd_after_px": after, "spots": n, "rounds": rounds}
 
 
 def predict_reflections(basis: np.ndarray, plane: DetectorPlane, shape: tuple[int, int], *,

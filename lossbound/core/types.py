@@ -86,6 +86,8 @@ class PointResult:
     ``output_sha256`` is the digest of the decompressed payload; ``same_output_as`` names the
     earlier point of the context whose decompressed payload was bit-identical, whose pipeline
     result (metrics, preview) this point shares instead of computing it again.
+    ``frame_metrics`` holds the per-frame metrics (one value per frame), judged frame by frame;
+    ``uses`` each criterion's use of its allowance at the last judgement (<= 1 inside).
     """
 
     point_id: str
@@ -96,6 +98,8 @@ class PointResult:
     reason: str | None = None
     codec: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    frame_metrics: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    uses: dict[str, float] = dataclasses.field(default_factory=dict)
     passed: bool = False
     failures: list[str] = dataclasses.field(default_factory=list)
     run_id: str | None = None

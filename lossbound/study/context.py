@@ -13,6 +13,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+
 from compressors import CodecSetting
 from evaluators import EVALUATORS
 from evaluators.base import Evaluator
@@ -20,7 +22,8 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.hashing import stable_hash
 from lossbound.core.types import Dataset, Outcome
 from lossbound.study.cache import ResultCache
-from lossbound.study.noise_reference import NoiseSettings, noise_effects, noise_reference
+from lossbound.study.noise_reference import (NoiseSettings, frame_effects, noise_effects, noise_reference,
+                                             split_metrics)
 from lossbound.study.tolerance import Tolerances
 from pipelines import TECHNIQUES
 from pipelines.base import Technique
@@ -29,6 +32,10 @@ if TYPE_CHECKING:  # the executor imports this module
     from lossbound.study.executor import WorkerPool
 
 log = logging.getLogger(__name__)
+
+#: what the evaluators' metrics mean (2: per-frame metrics, false indexings and lost frames
+#: counted): part of every point id, so journaled points of another meaning are not reused
+METRICS_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +68,25 @@ class RawPart:
     raw_seconds: float
     raw_cached: bool
     raw_metrics: dict[str, float]
+    #: per-frame metrics of the raw data against itself (one value per frame)
+    raw_frame_metrics: dict[str, list[float]]
     noise_settings: NoiseSettings
 
-    def evaluate(self, comp: Outcome) -> dict[str, float]:
-        """Every evaluator's metrics for ``comp`` against the raw outcome."""
-        metrics: dict[str, float] = {}
+    def evaluate(self, comp: Outcome) -> dict[str, Any]:
+        """Every evaluator's metrics for ``comp`` against the raw outcome: floats, and
+        per-frame metrics as lists of floats."""
+        metrics: dict[str, Any] = {}
         for key, ev in self.evaluators.items():
-            metrics.update({k: float(v) for k, v in ev.compare(self.raw, comp, self.references[key]).items()})
+            scalars, frames = split_metrics(ev.compare(self.raw, comp, self.references[key]))
+            metrics.update(scalars)
+            metrics.update(frames)
         return metrics
 
-    def evaluate_payload(self, payload: Any) -> dict[str, float]:
+    def evaluate_split(self, comp: Outcome) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """:meth:`evaluate`, as scalar metrics and per-frame metrics."""
+        return split_metrics(self.evaluate(comp))
+
+    def evaluate_payload(self, payload: Any) -> dict[str, Any]:
         """The pipeline and every evaluator on the raw dataset with ``payload`` in place of its own."""
         data = self.raw.data.with_payload(payload)
         return self.evaluate(Outcome(data, self.technique.run(data, self.prepared)))
@@ -101,6 +117,8 @@ class StudyContext(RawPart):
             "dataset": self.data.checksum,
             "pipeline": self.technique.describe(),
             "evaluators": self.evaluator_config,
+            "metrics_version": METRICS_VERSION,
+            **_data_key(self.technique, self.data),
         }, length=24)
 
     def point_id(self, setting: CodecSetting) -> str:
@@ -109,7 +127,16 @@ class StudyContext(RawPart):
             "codec": setting.as_dict(),
             "pipeline": self.technique.describe(),
             "evaluators": self.evaluator_config,
+            "metrics_version": METRICS_VERSION,
+            **_data_key(self.technique, self.data),
         })
+
+
+def _data_key(technique: Technique, data: Dataset) -> dict[str, Any]:
+    """What the technique's result depends on besides the arrays and its config (empty for
+    most: then ids are what they were before such a dependency existed)."""
+    key = technique.data_key(data)
+    return {"data": key} if key else {}
 
 
 _CONTEXTS: dict[str, StudyContext] = {}
@@ -157,6 +184,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     technique.processes = max(1, processes)
     evaluators = build_evaluators(tcfg.get("evaluators") or {})
     tolerances = Tolerances(tcfg.get("tolerances"))
+    scaling = {m: p for ev in evaluators.values() for m, p in ev.powers().items()}
     noise_settings = NoiseSettings.from_config(tcfg.get("noise_reference"))  # checked before any work
     t0 = time.perf_counter()
     data = technique.load(spec.dataset)
@@ -167,7 +195,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
 
     cache = ResultCache(spec.cache_dir)
     prepared, result, hit = cache.get_or_compute(
-        {"dataset": data.checksum, "pipeline": technique.describe()}, compute
+        {"dataset": data.checksum, "pipeline": technique.describe(), **_data_key(technique, data)}, compute
     )
     raw = Outcome(data, result)
     references = {key: ev.reference(raw) for key, ev in evaluators.items()}
@@ -176,29 +204,35 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     # Raw against itself: every tolerance metric must exist, and no two evaluators may write
     # the same metric name (one would silently overwrite the other).
     raw_metrics: dict[str, float] = {}
+    raw_frames: dict[str, list[float]] = {}
     owner: dict[str, str] = {}
     for key, ev in evaluators.items():
-        for k, v in ev.compare(raw, raw, references[key]).items():
+        scalars, frames = split_metrics(ev.compare(raw, raw, references[key]))
+        for k in (*scalars, *frames):
             if k in owner:
                 raise ConfigError(
                     f"technique.evaluators: {owner[k]!r} and {key!r} both produce metric {k!r}; "
                     f"give one of them another prefix"
                 )
             owner[k] = key
-            raw_metrics[k] = float(v)
-    if missing := tolerances.missing(raw_metrics):
+        raw_metrics.update(scalars)
+        raw_frames.update(frames)
+    if missing := tolerances.missing(raw_metrics, raw_frames):
         raise ConfigError(
             f"technique.tolerances: no evaluator produces {', '.join(missing)}; "
-            f"available metrics: {', '.join(sorted(raw_metrics))}"
+            f"available metrics: {', '.join(sorted([*raw_metrics, *raw_frames]))}"
         )
-    undefined = [c.metric for c in tolerances if math.isnan(raw_metrics[c.metric])]
+    tolerances = tolerances.bind(ideal=raw_metrics, frame_ideal=raw_frames, scaling=scaling)
+    undefined = [c.metric for c in tolerances
+                 if (math.isnan(raw_metrics[c.metric]) if c.metric in raw_metrics
+                     else not np.isfinite(np.asarray(raw_frames[c.metric], float)).any())]
     if undefined:
         log.warning("criteria not applicable to %s (undefined even for the raw data against itself): %s",
                     data.name, ", ".join(undefined))
         tolerances = tolerances.without(undefined)
     return RawPart(technique=technique, evaluators=evaluators, tolerances=tolerances, raw=raw, prepared=prepared,
                    references=references, raw_seconds=raw_seconds, raw_cached=hit, raw_metrics=raw_metrics,
-                   noise_settings=noise_settings)
+                   noise_settings=noise_settings, raw_frame_metrics=raw_frames)
 
 
 def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> StudyContext:
@@ -214,12 +248,23 @@ def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> Stu
         noise = noise_reference(
             technique, raw, part.prepared, part.evaluate, settings, cache=ResultCache(spec.cache_dir),
             key={"dataset": raw.data.checksum, "pipeline": technique.describe(),
-                 "evaluators": spec.technique.get("evaluators") or {}},
+                 "evaluators": spec.technique.get("evaluators") or {}, **_data_key(technique, raw.data)},
+            ideal=part.raw_metrics, frame_ideal=part.raw_frame_metrics, used=tolerances.noise_metrics(),
             evaluate_many=evaluate_many)
         if "values" in noise:
-            noise = dict(noise, effects=noise_effects(noise["values"], part.raw_metrics))  # once, for all readers
-            tolerances = tolerances.with_noise(noise["effects"], max_relative_se=settings.max_relative_se)
-    if not (v := tolerances.check(part.raw_metrics)).passed:
+            # once, for all readers
+            noise = dict(noise, effects=noise_effects(noise["values"], part.raw_metrics),
+                         frame_effects=frame_effects(noise.get("frame_values") or {}, part.raw_frame_metrics))
+            tolerances = tolerances.with_noise(noise["effects"], frame_noise=noise["frame_effects"],
+                                               target_se=settings.target_se)
+            for metric, why in tolerances.noise_missing.items():
+                log.warning("%s: no usable counting-noise yardstick for %s (%s): its fixed range applies",
+                            raw.data.name, metric, why)
+    checks = technique.noise_checks(raw.data)
+    if checks.get("warning"):
+        log.warning("%s: %s", raw.data.name, checks["warning"])
+    noise = dict(noise, checks=checks)
+    if not (v := tolerances.check(part.raw_metrics, part.raw_frame_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(RawPart)}
     return StudyContext(**{**fields, "tolerances": tolerances}, spec=spec, noise=noise)

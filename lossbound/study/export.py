@@ -97,8 +97,8 @@ def codec_config(entry: Mapping[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``codec``, ``mode``, ``bound``, ``bound_kind`` ('absolute' counts, 'poisson_sigma' or
-        None); ``hdf5plugin`` (``class`` and ``kwargs``: ``getattr(hdf5plugin, class)(**kwargs)``);
+        ``codec``, ``mode``, ``bound``, ``bound_range`` and ``confirmed`` (how sure the bound
+        is), ``bound_kind`` ('absolute' counts, 'poisson_sigma' or None); ``hdf5plugin`` (``class`` and ``kwargs``: ``getattr(hdf5plugin, class)(**kwargs)``);
         ``filter_id`` and ``cd_values`` (what to pass to ``H5Pset_filter`` in any language);
         ``cd_values_stored`` (as the study's file recorded them after the filter's
         ``set_local``, which adds the data's type and shape); ``chunks`` (the chunk setting:
@@ -120,6 +120,10 @@ def codec_config(entry: Mapping[str, Any]) -> dict[str, Any]:
         "codec": setting.codec,
         "mode": setting.mode,
         "bound": entry.get("bound"),
+        # how sure: where the limiting criterion crosses its tolerance +-1 standard error, and
+        # whether less lossy values were verified
+        "bound_range": entry.get("bound_range"),
+        "confirmed": entry.get("confirmed"),
         "bound_kind": setting.bound_kind,
         "hdf5plugin": {"class": plugin.get("class") or setting.spec.plugin_class,
                        "kwargs": plain(plugin.get("kwargs") if plugin.get("kwargs") is not None

@@ -40,11 +40,15 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
     for p in points:
         if p.lossy and p.value is not None:
             curves[" ".join(str(x) for x in p.group if x not in (None, ""))].append(p)
+    per_frame = {c.metric for c in tolerances if c.kind == "frames"}
     panels = ["compression ratio"] + [c.metric for c in tolerances]
     fig, axes = panel_grid(len(panels), ncols=3, size=(4.6, 3.4))
 
     def y_of(p: PointResult, panel: str) -> float | None:
-        return p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel)
+        if panel == "compression ratio":
+            return p.codec.get("ratio")
+        # a per-frame criterion: the frames' damage over their own allowance (<= 1 inside)
+        return p.uses.get(panel) if panel in per_frame else p.metrics.get(panel)
 
     for ax, panel in zip(axes, panels):
         xs_all, ys_all = [], []
@@ -63,7 +67,8 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
                 elif not p.passed and y_of(p, panel) is not None:
                     ax.plot([p.value], [y_of(p, panel)], "o", mfc="none", mec="k", ms=9)
         crit = next((c for c in tolerances if c.metric == panel), None)
-        for lim in (crit.min, crit.max) if crit else ():
+        limits = (None, 1.0) if panel in per_frame else ((crit.min, crit.max) if crit else ())
+        for lim in limits:
             if lim is not None:
                 ax.axhline(lim, ls="--", color="k", lw=1)
         # log axes only over data drawn in data coordinates (failed points are drawn in axes
@@ -73,7 +78,7 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
         if panel == "compression ratio" and positive(ys_all):
             ax.set_yscale("log")
         ax.set_xlabel("codec value (error bound in detector units for 'absolute')")
-        ax.set_title(panel, fontsize=10)
+        ax.set_title(f"{panel}: damage / own allowance" if panel in per_frame else panel, fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)

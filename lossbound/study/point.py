@@ -86,7 +86,7 @@ def evaluate_point(
             comp = Outcome(comp_data, ctx.raw.result)
         else:
             comp = Outcome(comp_data, ctx.technique.run(comp_data, ctx.prepared))
-        point.metrics = ctx.evaluate(comp)
+        point.metrics, point.frame_metrics = ctx.evaluate_split(comp)
         if preview:
             point.preview = ctx.technique.preview(comp.result)
     except Exception as exc:  # CodecCrash included: one failed point never ends the study
@@ -105,6 +105,7 @@ def share_result(point: PointResult, source: PointResult, tolerances: Tolerances
         raise ValueError(f"point {point.label} does not have the output of {source.label} in the same context")
     point.same_output_as = source.point_id
     point.metrics = dict(source.metrics)
+    point.frame_metrics = {k: list(v) for k, v in source.frame_metrics.items()}
     point.preview = source.preview
     return judge(point, tolerances)
 
@@ -120,9 +121,10 @@ def judge(point: PointResult, tolerances: Tolerances) -> PointResult:
     Also used on points read back from the journal, whose tolerances may have changed since.
     """
     if point.status != "ok":
-        point.passed, point.failures = False, []
+        point.passed, point.failures, point.uses = False, [], {}
         return point
-    failures = list(tolerances.check(point.metrics).failures)
+    failures = list(tolerances.check(point.metrics, point.frame_metrics).failures)
+    point.uses = tolerances.uses(point.metrics, point.frame_metrics)
     c = point.codec
     if c.get("masked_pixels_changed"):
         failures.insert(0, f"codec changed {c['masked_pixels_changed']} masked pixel(s)")

@@ -35,6 +35,7 @@ from lossbound.study.journal import Journal
 from lossbound.study.plots import panel_grid, positive
 from lossbound.study.signoff import load_document
 from lossbound.study.thresholds import curve_names, feasibility, grows_with_value
+from lossbound.study.tolerance import Tolerances
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,28 @@ def criterion_use(value: float | None, *, ideal: float | None, lo: float | None,
     return abs(value - ideal) / allowed
 
 
-def worst_use(point: PointResult, entry: Mapping[str, Any]) -> float:
-    """The largest :func:`criterion_use` over a dataset's criteria (the point's quality)."""
+def recorded_tolerances(entry: Mapping[str, Any]):
+    """The criteria a thresholds entry recorded (with every number they had on that dataset),
+    or None for an entry written before they were recorded."""
+    records = entry.get("criteria_record")
+    return Tolerances.from_records(records) if records else None
+
+
+def point_uses(point: PointResult, entry: Mapping[str, Any]) -> dict[str, float]:
+    """Each criterion's use of its allowance at ``point`` (1 = at the tolerance): judged again
+    with the criteria the entry recorded; per-frame criteria give the frames' order statistic
+    their rule looks at."""
+    tol = recorded_tolerances(entry)
+    if tol is not None:
+        return tol.uses(point.metrics, point.frame_metrics)
     ideal, limits = entry.get("ideal") or {}, entry.get("limits") or {}
-    uses = [criterion_use(point.metrics.get(m), ideal=ideal.get(m), lo=lim.get("min"), hi=lim.get("max"))
-            for m, lim in limits.items()]
-    uses = [u for u in uses if not math.isnan(u)]
+    return {m: criterion_use(point.metrics.get(m), ideal=ideal.get(m), lo=lim.get("min"), hi=lim.get("max"))
+            for m, lim in limits.items()}
+
+
+def worst_use(point: PointResult, entry: Mapping[str, Any]) -> float:
+    """The largest criterion use over a dataset's criteria (the point's quality)."""
+    uses = [u for u in point_uses(point, entry).values() if not math.isnan(u)]
     return max(uses) if uses else math.nan
 
 
@@ -190,7 +207,9 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
         for i, (ds, entry) in enumerate(sorted(datasets.items())):
             color = f"C{i % 10}"
             pts = [p for p in rec.curves(ds).get(codec, []) if p.status == "ok"]
-            vals = [p.codec.get("ratio") if panel == "compression ratio" else p.metrics.get(panel) for p in pts]
+            frames = ((entry.get("limits") or {}).get(panel) or {}).get("kind") == "frames"
+            vals = [p.codec.get("ratio") if panel == "compression ratio" else
+                    point_uses(p, entry).get(panel) if frames else p.metrics.get(panel) for p in pts]
             ys = [math.nan if v is None else float(v) for v in vals]
             xs += [p.value for p in pts]
             ax.plot([p.value for p in pts], ys, "o-", ms=3.5, color=color, label=ds)
@@ -229,6 +248,18 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold; "
                  f"black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
     return fig
+
+
+def _bound_cell(per: Mapping[str, Any]) -> str:
+    """``bound [lo–hi] (ratio×)``, flagged when unconfirmed."""
+    rng = per.get("bound_range") or [None, None]
+    text = _fmt(per.get("bound"))
+    if per.get("bound") is not None and rng:
+        text += f" [{_fmt(rng[0]) if rng[0] is not None else '<'}–{_fmt(rng[1]) if rng[1] is not None else '>'}]"
+    text += f" ({_fmt(per.get('compression_ratio'), 3)}×)"
+    if per.get("bound") is not None and not per.get("confirmed"):
+        text += " unconfirmed"
+    return text
 
 
 def _autoscale_to_data(ax, *, also: Iterable[float] = ()) -> None:
@@ -389,16 +420,19 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
     rows = []
     for codec, entry in codecs.items():
         per = entry.get("per_dataset") or {}
-        rows.append([codec, *[f"{_fmt((per.get(d) or {}).get('bound'))} ({_fmt((per.get(d) or {}).get('compression_ratio'), 3)}×)"
-                              if d in per else "—" for d in names],
-                     entry.get("bound"), entry.get("limiting_dataset"), worst_ratio(rec, codec),
-                     _status(entry.get("review"))])
-    parts.append("<h2>Thresholds</h2><p class='note'>Per dataset: the bound (ratio there). Combined: the "
-                 "conservative bound over the datasets measured under the same tolerances, the dataset that "
-                 "limits it, and the lowest ratio any dataset gets at that bound (at the nearest less lossy "
+        rows.append([codec, *[_bound_cell(per[d]) if d in per else "—" for d in names],
+                     entry.get("bound"), "yes" if entry.get("confirmed") else "no", entry.get("limiting_dataset"),
+                     worst_ratio(rec, codec), _status(entry.get("review"))])
+    parts.append("<h2>Thresholds</h2><p class='note'>Per dataset: the bound [its range: where the limiting "
+                 "criterion crosses its tolerance moved by ±1 standard error of its noise effect, interpolated "
+                 "between evaluated points; a fixed tolerance: the search bracket] (ratio there); "
+                 "<i>unconfirmed</i> where fewer than two less lossy values, one at most half as lossy, were "
+                 "verified. Combined: the conservative bound over the datasets measured under the same verdict "
+                 "spec (tolerances, noise reference, pipeline), confirmed when every dataset's is, the dataset "
+                 "that limits it, and the lowest ratio any dataset gets at that bound (at the nearest less lossy "
                  "value measured; — where a dataset has none).</p>")
-    parts.append(_table(["codec", *[f"{d} bound (ratio)" for d in names], "combined bound", "limiting dataset",
-                         "ratio at combined (worst)", "review"], rows))
+    parts.append(_table(["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",
+                         "limiting dataset", "ratio at combined (worst)", "review"], rows))
 
     # tolerances and the noise reference
     parts.append("<h2>Tolerances and the counting-noise reference</h2>")
@@ -406,14 +440,21 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
         entry = datasets[ds]
         noise = entry.get("noise_reference") or {}
         tol = entry.get("tolerances") or {}
+        checks = noise.get("checks") or {}
+        check = checks.get("warning") or checks.get("note") or ""
         if "model" in noise:
-            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>{noise['resamples']} re-samplings "
-                         f"({html.escape(noise['model'])}), {_fmt(noise.get('seconds'), 3)} s once per dataset "
-                         f"(cached). A criterion with a noise factor f allows the compression at most f × the change "
-                         f"counting noise alone makes.</p>")
+            policy = noise.get("policy") or {}
+            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>{noise['resamples']} Poisson re-samplings "
+                         f"({html.escape(noise['model'])}; K grows from {policy.get('resamples', '?')} until every "
+                         f"noise effect used is known to {_fmt(policy.get('target_se'), 2)} relative standard error, "
+                         f"at most {policy.get('max_resamples', '?')}), {_fmt(noise.get('seconds'), 3)} s once per "
+                         f"dataset (cached). A criterion with a noise factor f allows the compression at most "
+                         f"f<sup>p</sup> × what one dose of counting noise does to it (p = 2 for quadratic metrics). "
+                         f"{html.escape(check)}</p>")
         else:
             parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>No counting-noise reference: "
-                         f"{html.escape(str(noise.get('unavailable')))} — fixed tolerances apply.</p>")
+                         f"{html.escape(str(noise.get('unavailable')))} — fixed tolerances apply. "
+                         f"{html.escape(check)}</p>")
         limits = noise.get("limits") or {}
         trows = []
         for metric, lim in (entry.get("limits") or {}).items():
@@ -421,10 +462,21 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
             nl = limits.get(metric) or {}
             fixed = " and ".join(f"{k} {spec[k]:g}" for k in ("min", "max") if k in spec) or "—"
             eff = (noise.get("effects") or {}).get(metric) or {}
-            effect = (f"{_fmt(nl['noise_effect'], 3)} ± {_fmt(nl.get('noise_effect_se'), 2)}" if "noise_effect" in nl
-                      else f"{_fmt(eff['effect'], 3)} ± {_fmt(eff.get('se'), 2)} (not used)" if "effect" in eff
-                      else nl.get("fixed_used", "—"))
-            used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
+            if "frames_judged" in nl:
+                effect = (f"per frame: median {_fmt(nl.get('noise_effect'), 3)} "
+                          f"({_fmt(nl.get('noise_effect_min'), 2)}–{_fmt(nl.get('noise_effect_max'), 2)}), "
+                          f"{nl.get('frames_noise')} of {nl.get('frames_judged')} frames"
+                          + (f"; fixed for the others: {nl['fixed_used']}" if nl.get("fixed_used") else ""))
+            else:
+                effect = (f"{_fmt(nl['noise_effect'], 3)} ± {_fmt(nl.get('noise_effect_se'), 2)}"
+                          if nl.get("noise_effect") is not None
+                          else f"{_fmt(eff['effect'], 3)} ± {_fmt(eff.get('se'), 2)} (not used: "
+                               f"{nl.get('fixed_used', 'fixed criterion')})" if "effect" in eff
+                          else nl.get("fixed_used", "—"))
+            if lim.get("kind") == "frames":
+                used = f"each frame within its own allowance, ≥ {_fmt(spec.get('frames', 1.0) * 100, 3)} % of frames"
+            else:
+                used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
             trows.append([metric, fixed, spec.get("noise"), _Raw(html.escape(str(effect))), used,
                           (entry.get("ideal") or {}).get(metric)])
         parts.append(_table(["criterion", "fixed range", "noise factor f", "counting-noise effect",

@@ -114,6 +114,12 @@ class BisectSearch(Search):
         bracket at once.
     max_evaluations : int
         Hard cap per curve.
+    verify : int
+        Once the bracket is closed, this many less lossy values must have passed, one of them
+        at most half as lossy as the threshold (``value / 2``, or ``2 value`` where less is
+        lossier); the search evaluates what is missing. A verification value that fails moves
+        the bracket below it and the search goes on, so a pass above a failure cannot make the
+        threshold. 0 turns it off.
     """
 
     name = "bisect"
@@ -121,7 +127,7 @@ class BisectSearch(Search):
     def __init__(self, *, bracket: Sequence[float] | None = (2, 2048), start: float = 16.0,
                  expand: float = 4.0, limits: Sequence[float] = (1e-6, 1e9),
                  resolution: float = math.sqrt(2), interpolate: int = 6, max_evaluations: int = 16,
-                 **kw: Any) -> None:
+                 verify: int = 2, **kw: Any) -> None:
         super().__init__(**kw)
         if bracket is not None:
             bracket = _positive_list("search.bracket", bracket)
@@ -143,11 +149,14 @@ class BisectSearch(Search):
         self.max_evaluations = int(max_evaluations)
         if self.max_evaluations < 2:
             raise ConfigError(f"search.max_evaluations must be >= 2, got {max_evaluations!r}")
+        self.verify = int(verify)
+        if self.verify < 0:
+            raise ConfigError(f"search.verify must be >= 0, got {verify!r}")
 
     def describe(self):
         return {"strategy": self.name, "bracket": self.bracket, "start": self.start, "expand": self.expand,
                 "limits": self.limits, "resolution": self.resolution, "interpolate": self.interpolate,
-                "max_evaluations": self.max_evaluations}
+                "max_evaluations": self.max_evaluations, "verify": self.verify}
 
     # -- helpers -----------------------------------------------------------------------------
     def _inside(self, v: float) -> bool:
@@ -189,11 +198,44 @@ class BisectSearch(Search):
         lo, hi = self.bracket_state(known)
         return lo is not None and hi is not None and hi - lo <= math.log(self.resolution) + 1e-9
 
+    def at_limit(self, value: float) -> bool:
+        """Nothing less lossy than ``value`` can be evaluated (the limit, or 1 for integers)."""
+        below = self._clamp(self.value(self.t(value) - math.log(self.expand)))
+        return below == value or not self.t(below) < self.t(value)
+
+    def verification(self, known: Mapping[float, PointResult], skip: Iterable[float] = ()) -> list[float]:
+        """Less lossy values still to evaluate to confirm a closed bracket's threshold (see
+        ``verify``): at most half as lossy first, then one between; those outside the limits
+        or already known are never proposed (such a threshold stays unconfirmed)."""
+        lo, hi = self.bracket_state(known)
+        if self.verify == 0 or lo is None or hi is None:
+            return []
+        below = [self.t(v) for v, p in known.items() if p.passed and self.t(v) < lo - 1e-9]
+        half = lo - math.log(2)
+        skip = set(known) | set(skip)
+        wanted: list[float] = []
+        if not any(t <= half + 1e-9 for t in below):
+            wanted.append(self._snap(half, "floor"))
+        if len(below) + len(wanted) < self.verify:
+            wanted.append(self._snap(lo - 0.5 * math.log(2), "floor"))
+        return [v for v in self._fresh(wanted, skip) if self.t(v) < lo - 1e-9][: max(0, self.verify - len(below))]
+
+    def confirmed(self, known: Mapping[float, PointResult]) -> bool:
+        """The threshold has its ``verify`` less lossy passes, one at most half as lossy."""
+        lo, hi = self.bracket_state(known)
+        if lo is None:
+            return False
+        below = [self.t(v) for v, p in known.items() if p.passed and self.t(v) < lo - 1e-9]
+        return len(below) >= self.verify and (self.verify == 0 or any(t <= lo - math.log(2) + 1e-9 for t in below))
+
     def steps_left(self, known, pending):
         """Bisection steps to close the bracket to ``resolution`` (log2 of its width in
-        resolutions), plus the first round or an expansion step while it is open."""
-        if self.done(known) or len(known) >= self.max_evaluations:
+        resolutions), plus the first round or an expansion step while it is open, plus the
+        verification once it is closed."""
+        if len(known) >= self.max_evaluations:
             return 0.0
+        if self.done(known):
+            return 1.0 if self.verification(known, pending) else 0.0
         res = math.log(self.resolution)
         lo, hi = self.bracket_state(known)
         if lo is not None and hi is not None:
@@ -221,8 +263,10 @@ class BisectSearch(Search):
             return self._fresh([self._clamp(self.value(max(self.t(v) for v in known) + step))], skip)
         res = math.log(self.resolution)
         width = hi - lo
-        if width <= res + 1e-9 or any(lo < self.t(v) < hi for v in pending):
-            return []  # done, or wait for what is under way inside the bracket
+        if width <= res + 1e-9:  # closed: confirm it with less lossy values
+            return self.verification(known, pending)
+        if any(lo < self.t(v) < hi for v in pending):
+            return []  # wait for what is under way inside the bracket
         # interpolation while it earns its keep; plain bisection after `interpolate` evaluations
         guess = self._crossing(known, lo, hi) if len(known) - 2 < self.interpolate else None
         if width <= 2 * res or (guess is not None and guess - lo <= res):
@@ -252,8 +296,8 @@ class BisectSearch(Search):
         by_t = {self.t(v): p for v, p in known.items() if p.status == "ok"}
         if lo not in by_t or hi not in by_t:
             return None
-        m_lo = self.tolerances.margins(by_t[lo].metrics, ideal=self.ideal)
-        m_hi = self.tolerances.margins(by_t[hi].metrics, ideal=self.ideal)
+        m_lo = self.tolerances.margins(by_t[lo].metrics, by_t[lo].frame_metrics, ideal=self.ideal)
+        m_hi = self.tolerances.margins(by_t[hi].metrics, by_t[hi].frame_metrics, ideal=self.ideal)
         best = None
         for metric, a in m_lo.items():
             b = m_hi.get(metric)
@@ -284,7 +328,7 @@ def make_search(config: Mapping[str, Any], *, grows: bool, integer: bool, tolera
         cfg["bracket"] = bracket
     if limits is not None:
         cfg["limits"] = limits
-    known = {"bracket", "start", "expand", "limits", "resolution", "interpolate", "max_evaluations"}
+    known = {"bracket", "start", "expand", "limits", "resolution", "interpolate", "max_evaluations", "verify"}
     if unknown := sorted(set(cfg) - known):
         raise ConfigError(f"search: unknown option(s) {', '.join(unknown)}; expected: {', '.join(sorted(known))}")
     return BisectSearch(grows=grows, integer=integer, tolerances=tolerances, ideal=ideal, **cfg)

@@ -33,7 +33,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compressors import CodecSetting, settings_from_config
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.types import PointResult
-from lossbound.study.context import ContextSpec, StudyContext, context_for
+from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
 from lossbound.study.executor import PointRunner, WorkerPool, available_cores, is_broken_pool
 from lossbound.study.journal import Journal
 from lossbound.study.plots import sweep_figure
@@ -41,7 +41,7 @@ from lossbound.study.report import write_report
 from lossbound.study.point import judge, point_seconds, render_figure, share_result
 from lossbound.study.search import Search, make_search
 from lossbound.study.summary import format_summary
-from lossbound.study.thresholds import derive_thresholds, feasibility, update_thresholds
+from lossbound.study.thresholds import derive_thresholds, feasibility, resolve_dataset_name, update_thresholds
 from lossbound.study.tracking import FIGURE_POLICIES, make_tracker
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ class Study:
 
     # -- the study -----------------------------------------------------------------------------
     def run(self) -> StudyResult:
+        self._name_dataset()
         # One pool of processes for the whole study: they share the counting-noise re-samplings,
         # then evaluate the points (one start-up each).
         pool = WorkerPool(self.spec, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
@@ -212,6 +213,20 @@ class Study:
             return self._run(None)
         with pool:
             return self._run(pool)
+
+    def _name_dataset(self) -> None:
+        """A dataset named from its file's stem is made unique by content against the
+        thresholds file (``scan``, ``scan-2``): its spec then carries that name (the raw part
+        is read here first; a renamed spec reads it once more)."""
+        part = raw_part(self.spec, processes=self.workers)
+        data = part.raw.data
+        path = self.thresholds_dir / f"{self.tname}.yaml" if self.thresholds_dir is not None else None
+        name = resolve_dataset_name(path, name=data.name, given=bool(data.meta.get("name_given", True)),
+                                    sha256=data.checksum, source=data.source)
+        if name != data.name:
+            log.info("dataset %s from %s is named %s (another %s with other content is in %s)", data.name,
+                     data.source, name, data.name, path)
+            self.spec = dataclasses.replace(self.spec, dataset={**self.spec.dataset, "name": name})
 
     def _run(self, pool: WorkerPool | None) -> StudyResult:
         t_start = time.perf_counter()
@@ -297,30 +312,60 @@ class Study:
         data = ctx.data
         recorded = {p.point_id: judge(p, ctx.tolerances) for p in self.journal.read(context=ctx.key).values()}
         recorded.update({p.point_id: p for p in points})
-        codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances])
+        codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances],
+                                              tolerances=ctx.tolerances)
         searches = {c.name: c.search.describe() for c in curves if c.search is not None}
         rates = self.rates
         for e in (*codecs.values(), *baselines.values()):
             if (f := feasibility(e.get("compress_mbps"), rates)) is not None:
                 e["feasibility"] = f
+        by_name = {c.name: c for c in curves}
         for name, e in codecs.items():
             e["search"] = searches.get(name, {"strategy": "recorded points"})
+            curve = by_name.get(name)
+            if e.get("bound") is None and e.get("tested_values") and curve is not None \
+                    and hasattr(curve.search, "at_limit"):
+                least = min(e["tested_values"], key=curve.search.t)
+                e["none_passed"] = (f"down to {least:g}, the least lossy value the codec takes on these data"
+                                    if curve.search.at_limit(least) else
+                                    f"down to {least:g}; the search stopped there (search.max_evaluations)")
+            if e.get("bound") is not None and not e.get("confirmed"):
+                log.warning("%s on %s: threshold %s not confirmed (less lossy passes: %s; needs two, one at most "
+                            "half as lossy)", name, data.name, e["bound"], e.get("confirmed_by"))
             if e.get("passed_above_first_failure"):
                 log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
                             name, data.name, e["passed_above_first_failure"])
                 tracker.log(run_id, tags={f"non_monotonic.{name}": e["passed_above_first_failure"]})
+        # each threshold, its uncertainty and whether it is confirmed, on the study run
+        metrics, tags = {}, {}
+        for name, e in codecs.items():
+            if e.get("bound") is None:
+                continue
+            lo, hi = (e.get("bound_range") or [None, None])[:2]
+            metrics.update({f"threshold.{name}": e["bound"], f"threshold.{name}.range_lo": lo,
+                            f"threshold.{name}.range_hi": hi})
+            tags[f"threshold.{name}.confirmed"] = bool(e.get("confirmed"))
+            tags[f"threshold.{name}.limiting"] = str(e.get("limiting_criterion"))
+        tracker.log(run_id, metrics={k: v for k, v in metrics.items() if v is not None}, tags=tags)
         path = doc = None
         if self.thresholds_dir is not None:
             path = self.thresholds_dir / f"{self.tname}.yaml"
             entry = {
                 "dataset": {"name": data.name, "source": data.source, "sha256": data.checksum},
                 "pipeline": ctx.technique.describe(), "tolerances": ctx.tolerances.as_dict(),
+                # what a threshold means: datasets combine only under the same spec
+                "verdict_spec": {"tolerances": ctx.tolerances.as_dict(), "pipeline": ctx.technique.describe(),
+                                 "noise": {**ctx.noise_settings.describe(), "mode": ctx.noise_settings.mode,
+                                           "used": "values" in ctx.noise}},
                 "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "mlflow_study_run_id": run_id, "mlflow_tracking_uri": getattr(tracker, "uri", None),
                 "context": ctx.key,
                 # what the report draws: each criterion's range on this dataset, raw-vs-raw values
-                "limits": {c.metric: {"min": c.min, "max": c.max} for c in ctx.tolerances},
-                "ideal": {c.metric: ctx.raw_metrics.get(c.metric) for c in ctx.tolerances},
+                "limits": {c.metric: ({"min": None, "max": 1.0, "kind": "frames"} if c.kind == "frames"
+                                      else {"min": c.min, "max": c.max}) for c in ctx.tolerances},
+                "ideal": {c.metric: ctx.raw_metrics.get(c.metric) for c in ctx.tolerances if c.kind == "scalar"},
+                # every criterion with its numbers on this dataset (per-frame allowances included)
+                "criteria_record": ctx.tolerances.record(),
                 "noise_reference": self.noise,
                 "codecs": codecs, "baselines": baselines,
             }
@@ -356,7 +401,8 @@ class Study:
             tracker.log_bytes(p.run_id, render_figure(ctx, p), "comparison.png")
         fig = sweep_figure(recorded, ctx.tolerances, title=f"{self.tname} on {ctx.data.name}")
         tracker.log_bytes(run_id, _png(fig), "sweep.png")
-        summary = format_summary(points, codecs, baselines, metrics=[c.metric for c in ctx.tolerances])
+        summary = format_summary(points, codecs, baselines, metrics=[c.metric for c in ctx.tolerances],
+                                 per_frame={c.metric for c in ctx.tolerances if c.kind == "frames"})
         tracker.log_bytes(run_id, summary, "summary.txt")
         tracker.log_bytes(run_id, json.dumps([p.to_dict() for p in points], indent=1, default=str), "points.json")
         return summary
@@ -474,23 +520,29 @@ class Study:
             "codec": s["codec"], "mode": s.get("mode"), "bound": s.get("value"), "input_dtype": s.get("input_dtype"),
             "chunks": s.get("chunks"), "lossy": point.lossy, "dataset": point.dataset,
         }, metrics={**_codec_metrics(point.codec), **point.metrics, "passed": point.passed,
-                    "point_seconds": point.seconds}, tags=tags)
+                    "point_seconds": point.seconds, **{f"use.{m}": u for m, u in point.uses.items()}}, tags=tags)
         tracker.end_run(point.run_id, "FINISHED" if point.status == "ok" else "FAILED")
         self.journal.append(point)
 
 
 def _noise_summary(ctx: StudyContext) -> dict[str, Any]:
-    """The counting-noise reference as recorded: model, K, its cost, and per criterion the
-    noise effect beside the fixed and the derived range."""
+    """The counting-noise reference as recorded: model, estimator, K policy and the K used,
+    its cost, and per criterion the noise effect beside the fixed and the derived range."""
     noise = ctx.noise
     if "values" not in noise:
-        return {"unavailable": noise.get("unavailable")}
+        return {"unavailable": noise.get("unavailable"), "checks": noise.get("checks") or {}}
     effects = {c.metric: noise["effects"][c.metric] for c in ctx.tolerances if c.metric in noise["effects"]}
-    return {"model": noise["model"], "resamples": noise["resamples"], "seed": noise["seed"],
-            "seconds": noise["seconds"], "cached": noise.get("cached", False),
+    frames = noise.get("frame_effects") or {}
+    return {"model": noise["model"], "estimator": noise.get("estimator"), "resamples": noise["resamples"],
+            "resamples_needed": noise.get("resamples_needed"), "policy": ctx.noise_settings.describe(),
+            "seed": noise["seed"], "seconds": noise["seconds"], "cached": noise.get("cached", False),
+            # whether the data behave as the noise model assumes (gain, photon dispersion)
+            "checks": noise.get("checks") or {},
             "limits": ctx.tolerances.noise_limits(),
             # every criterion's change from counting noise alone (noise-referenced or not)
-            "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()}}
+            "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()},
+            "frame_effects": {c.metric: [{"effect": e["effect"], "se": e["effect_sd"]} for e in frames[c.metric]]
+                              for c in ctx.tolerances if c.metric in frames}}
 
 
 def _positive_number(value: Any, key: str) -> float:

@@ -80,8 +80,11 @@ def _codec_entry(point: PointResult) -> dict[str, Any]:
     }
 
 
-def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = ()) -> dict[str, Any]:
-    """The threshold entry of one codec curve (points differing only in their value)."""
+def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = (), tolerances: Any = None
+                    ) -> dict[str, Any]:
+    """The threshold entry of one codec curve (points differing only in their value), with
+    whether it is ``confirmed`` and, given the ``tolerances`` it was judged under, the
+    ``bound_range`` (:func:`bound_range`)."""
     pts = [p for p in points]
     codec, mode, dtype, chunks = pts[0].group
     grows = grows_with_value(codec, mode)
@@ -108,12 +111,92 @@ def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = 
         entry["first_failure"] = {"bound": first_failure.value, "why": why, "mlflow_run_id": first_failure.run_id}
     if late := non_monotonic(pts, grows=grows):
         entry["passed_above_first_failure"] = late  # non-monotonic response: not trusted
+    entry.update(confirmation(pts, accepted, grows=grows))
+    if tolerances is not None and accepted is not None:
+        entry.update(bound_range(pts, accepted, first_failure, tolerances, grows=grows))
     return entry
 
 
-def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] = ()
+def confirmation(pts: list[PointResult], accepted: PointResult | None, *, grows: bool, need: int = 2
+                 ) -> dict[str, Any]:
+    """``confirmed``: at least ``need`` less lossy values passed below the threshold, one of
+    them at most half as lossy (they all passed: the threshold rule), and ``confirmed_by``."""
+    if accepted is None:
+        return {"confirmed": False, "confirmed_by": []}
+    t = (lambda v: math.log(v)) if grows else (lambda v: -math.log(v))
+    below = [p.value for p in pts if p.value is not None and p.value > 0 and t(p.value) < t(accepted.value) - 1e-9]
+    half = any(t(v) <= t(accepted.value) - math.log(2) + 1e-9 for v in below)
+    return {"confirmed": bool(len(below) >= need and half), "confirmed_by": sorted(below, key=t)}
+
+
+def bound_range(pts: list[PointResult], accepted: PointResult, first_failure: PointResult | None, tolerances: Any,
+                *, grows: bool) -> dict[str, Any]:
+    """Where the limiting criterion crosses its tolerance when the tolerance moves by ±1
+    standard error of its noise effect: ``bound_range`` [tight, loose], interpolated
+    (log margin against log value) between evaluated points; ``limiting_criterion`` (the one
+    whose margin crosses zero first after the threshold) and ``bound_range_basis``. A
+    criterion with a fixed tolerance has no such error: the range is the search bracket
+    (threshold, first failure). An end beyond the tested values is None (open)."""
+    t = (lambda v: math.log(v)) if grows else (lambda v: -math.log(v))
+    back = (lambda x: math.exp(x)) if grows else (lambda x: math.exp(-x))
+    ok = sorted((p for p in pts if p.status == "ok" and p.value is not None and p.value > 0), key=lambda p: t(p.value))
+    out: dict[str, Any] = {}
+    if first_failure is None:
+        return {"bound_range": [accepted.value, None], "limiting_criterion": None,
+                "bound_range_basis": "no failure tested above the threshold"}
+    fail_metrics = first_failure.status == "ok" and (first_failure.metrics or first_failure.frame_metrics)
+    if not fail_metrics or not first_failure.failures or all(f.startswith("codec ") or f.startswith("lossless")
+                                                             for f in first_failure.failures):
+        return {"bound_range": [accepted.value, first_failure.value], "limiting_criterion": "codec",
+                "bound_range_basis": "search bracket: the first failure is the codec's (crash or broken bound)"}
+
+    def margin(p: PointResult, c: Any, edge: float) -> float | None:
+        v = p.frame_metrics.get(c.metric) if c.kind == "frames" else p.metrics.get(c.metric)
+        return c.margin(v, edge=edge)
+
+    def crossing(c: Any, edge: float) -> tuple[float | None, bool]:
+        """t where the margin first turns negative (interpolated), and whether it is open."""
+        prev = None
+        for p in ok:
+            m = margin(p, c, edge)
+            if m is None:
+                continue
+            if m < 0:
+                if prev is None:
+                    return None, True  # below the least lossy tested value
+                t0, m0 = prev
+                return t0 + (t(p.value) - t0) * m0 / (m0 - m), False
+            prev = (t(p.value), m)
+        return None, True  # no failure under this tolerance among the tested values
+
+    best = None
+    for c in tolerances.criteria:
+        x, open_ = crossing(c, 0.0)
+        if x is not None and (best is None or x < best[0]):
+            best = (x, c)
+    if best is None:
+        return {"bound_range": [accepted.value, first_failure.value], "limiting_criterion": None,
+                "bound_range_basis": "search bracket (no criterion crossing between evaluated points)"}
+    c = best[1]
+    rel = float(c.relative_se())
+    out["limiting_criterion"] = c.metric
+    if rel <= 0:
+        out["bound_range"] = [accepted.value, first_failure.value]
+        out["bound_range_basis"] = f"search bracket ({c.metric} has a fixed tolerance: no noise-effect error)"
+        return out
+    (tight, tight_open), (loose, loose_open) = crossing(c, -1.0), crossing(c, 1.0)
+    lo = None if tight is None else float(f"{back(tight):.4g}")
+    hi = None if loose is None else float(f"{back(loose):.4g}")
+    out["bound_range"] = [lo, hi] if grows else [hi, lo]
+    out["bound_range_basis"] = (f"{c.metric} at its tolerance -/+ 1 standard error of its noise effect "
+                                f"(relative {rel:.0%}), interpolated between evaluated points")
+    return out
+
+
+def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] = (), tolerances: Any = None
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-codec thresholds and lossless baselines from points of one dataset."""
+    """Per-codec thresholds and lossless baselines from points of one dataset (judged under
+    ``tolerances``, which also give each threshold its ``bound_range``)."""
     criteria = list(criteria)
     groups: dict[tuple, list[PointResult]] = defaultdict(list)
     baselines: dict[str, Any] = {}
@@ -124,7 +207,8 @@ def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] 
             baselines[p.setting["codec"]] = _codec_entry(p) | {"lossless_exact": bool(p.codec.get("bound_held"))}
         else:
             baselines[p.setting["codec"]] = {"failed": p.reason}
-    codecs = {name: curve_threshold(groups[group], criteria=criteria) for group, name in curve_names(groups).items()}
+    codecs = {name: curve_threshold(groups[group], criteria=criteria, tolerances=tolerances)
+              for group, name in curve_names(groups).items()}
     return codecs, baselines
 
 
@@ -146,10 +230,49 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: Mapping[str, Any]
-                     ) -> dict[str, Any]:
-    """Per codec, the least lossy threshold over the datasets measured under ``tolerances``
-    (the limiting dataset named); a dataset where nothing passed makes it None."""
+def resolve_dataset_name(path: Path | None, *, name: str, given: bool, sha256: str, source: str) -> str:
+    """The name a dataset's thresholds go under. A given name (``dataset.name``) is kept: new
+    content under it replaces its entry. A name made from a file or folder stem is made unique
+    by content: ``scan``, ``scan-2``, ... — the first that is free, holds this content, or was
+    measured from this very source (a file whose content changed replaces its own entry), so
+    two users' ``scan.h5`` never overwrite each other."""
+    if given or path is None or not Path(path).exists():
+        return name
+    try:
+        with FileLock(str(path) + ".lock"):
+            datasets = (yaml.safe_load(Path(path).read_text()) or {}).get("datasets") or {}
+    except (OSError, yaml.YAMLError):
+        return name
+    for k in range(1, 10_000):
+        candidate = name if k == 1 else f"{name}-{k}"
+        d = (datasets.get(candidate) or {}).get("dataset")
+        if d is None or d.get("sha256") == sha256 or d.get("source") == source:
+            return candidate
+    raise ConfigError(f"thresholds file {path}: no free name for dataset {name!r}")
+
+
+def spec_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[str]:
+    """What differs between two verdict specs (tolerances, noise reference, pipeline), named."""
+    if a is None or b is None:
+        return ["recorded without a verdict spec (an older LossBound)"] if a != b else []
+    out = []
+    for key, what in (("tolerances", "tolerances"), ("noise", "noise reference (mode, estimator, K policy, "
+                                                                "whether one was used)"), ("pipeline", "pipeline")):
+        if plain(a.get(key)) != plain(b.get(key)):
+            detail = ""
+            if isinstance(a.get(key), Mapping) and isinstance(b.get(key), Mapping):
+                keys = sorted(k for k in set(a[key]) | set(b[key]) if plain(a[key].get(k)) != plain(b[key].get(k)))
+                detail = f": {', '.join(map(str, keys[:6]))}"
+            out.append(f"{what} differ{detail}")
+    return out
+
+
+def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: Mapping[str, Any] | None = None,
+                     spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Per codec, the least lossy threshold over the datasets measured under the same verdict
+    ``spec`` (tolerances, noise reference, pipeline; the limiting dataset named); a dataset
+    where nothing passed makes it None. The others are listed under ``excluded_datasets``
+    with what differs (never dropped silently). Without a spec, the tolerances decide."""
     combined: dict[str, Any] = {}
     names = sorted({c for d in datasets.values() for c in (d.get("codecs") or {})})
     for codec in names:
@@ -161,11 +284,17 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
                 if codec in (d.get("codecs_not_applicable") or {}):
                     excluded[ds_name] = f"not applicable: {d['codecs_not_applicable'][codec]}"
                 continue
-            if d.get("tolerances") != tolerances:
+            if spec is not None:
+                if diff := spec_differences(spec, d.get("verdict_spec")):
+                    excluded[ds_name] = "measured under another verdict spec (" + "; ".join(diff) + ")"
+                    continue
+            elif d.get("tolerances") != tolerances:
                 excluded[ds_name] = "measured under other tolerances"
                 continue
             per[ds_name] = entry
         if not per:
+            if excluded:
+                combined[codec] = {"bound": None, "limiting_dataset": None, "excluded_datasets": excluded}
             continue
         grows = next(iter(per.values())).get("larger_means_more_loss", True)
         none = [n for n, e in per.items() if e.get("bound") is None]
@@ -178,8 +307,12 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
             out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
                    **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
                                             "chunks_setting", "detector_dtype", "transform", "transform_params",
-                                            "bound_kind", "compression_ratio", "feasibility")}}
-        out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio")}
+                                            "bound_kind", "compression_ratio", "feasibility", "bound_range",
+                                            "limiting_criterion", "confirmed")}}
+            # every dataset's threshold must be confirmed for the combined one to be
+            out["confirmed"] = all(bool(x.get("confirmed")) for x in per.values())
+        out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio"),
+                                  "bound_range": e.get("bound_range"), "confirmed": e.get("confirmed")}
                               for n, e in per.items()}
         if excluded:
             out["excluded_datasets"] = excluded
@@ -228,7 +361,8 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
             "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **{k: doc[k] for k in ("needed_ratio", "acquisition") if k in doc},
             **plain(dict(extra or {})),
-            "codecs": combine_datasets(datasets, tolerances=plain(entry["tolerances"])),
+            "codecs": combine_datasets(datasets, tolerances=plain(entry["tolerances"]),
+                                       spec=plain(entry["verdict_spec"]) if "verdict_spec" in entry else None),
             "datasets": datasets,
             "reviews": dict(doc.get("reviews") or {}),
         }

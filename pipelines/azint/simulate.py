@@ -1,7 +1,10 @@
-"""A deterministic simulated powder frame: CeO2 rings on a Pilatus 1M, as a detector writes it.
+"""Deterministic simulated frames as a detector writes them: CeO2 powder rings on a Pilatus 1M
+(``pattern: powder``, the default) or small-angle scattering of monodisperse spheres
+(``pattern: saxs``, the beam just off the detector's edge as on a pinhole SAXS camera).
 
-pyFAI's calibrant model draws the rings for a tilted geometry; on top come an air-scatter
-background falling with angle, Poisson photon noise, the detector's module gaps (-1) and bad
+pyFAI's calibrant model draws the rings for a tilted geometry; the SAXS curve is the sphere form
+factor (a Guinier region at low q, then q^-4 fringes) on a flat background. On top come an
+air-scatter background falling with angle, Poisson photon noise, the detector's module gaps (-1) and bad
 pixels (-2) as a Pilatus writes them, a hot pixel above the count cut-off and a few zingers.
 The frame and its PONI file are written by :func:`write_simulation`; nothing depends on
 randomness outside ``seed``.
@@ -13,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "simulate_powder", "write_simulation"]
+from pipelines.simfiles import FrameOverlay, FramesModel
+
+__all__ = ["DEFAULTS", "simulate_powder", "simulation_model", "write_simulation"]
 
 DEFAULTS: dict[str, Any] = {
     "detector": "Pilatus1M",     # any pyFAI detector name; its module gaps are written as -1
@@ -30,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "zingers": 8,
     "seed": 0,
     "version": 1,
+    "pattern": "powder",         # powder | saxs
+    "particle_radius_nm": 5.0,   # saxs: sphere radius (Rg = 0.775 R)
+    "saxs_counts": 3000.0,       # saxs: counts per pixel extrapolated to q = 0
 }
 
 COUNT_CUTOFF = 1_048_500  # hot pixel reads above it (as on real Pilatus frames)
@@ -65,19 +73,35 @@ def gap_mask(detector) -> np.ndarray:
 
 def simulate_powder(**params: Any) -> tuple[np.ndarray, Any]:
     """``(frames, integrator)``: int32 frames ``(n_frames, rows, cols)`` with Pilatus sentinels."""
+    frames, ai, _ = _simulate(simulation_params(**params))
+    return frames, ai
+
+
+def simulation_model(**params: Any) -> "FramesModel":
+    """The noise-free model of the frames :func:`simulate_powder` writes with these parameters."""
+    return _simulate(simulation_params(**params))[2]
+
+
+def _simulate(p: dict[str, Any]) -> tuple[np.ndarray, Any, "FramesModel"]:
     from pyFAI.calibrant import get_calibrant
 
-    p = simulation_params(**params)
     ai = geometry(p)
     shape = tuple(ai.detector.shape)
-    cal = get_calibrant(p["calibrant"])
-    cal.wavelength = ai.wavelength
-    rings = cal.fake_calibration_image(ai, shape=shape, Imax=1.0, Imin=0.0, resolution=p["resolution_deg"])
     tth = ai.center_array(shape, unit="2th_rad")
     air = p["background_counts"] * (0.25 + np.exp(-np.rad2deg(tth) / 12.0))
-    # intensity falls with angle like a real pattern's form factor and Lorentz terms
-    falloff = 1.0 / (1.0 + (np.rad2deg(tth) / 15.0) ** 2)
-    expected = (p["peak_counts"] * rings * falloff + air) * ai.solidAngleArray(shape)
+    if p["pattern"] == "saxs":
+        qr = ai.center_array(shape, unit="q_nm^-1") * float(p["particle_radius_nm"])
+        form = (3.0 * (np.sin(qr) - qr * np.cos(qr)) / np.maximum(qr, 1e-6) ** 3) ** 2
+        expected = (p["saxs_counts"] * form + air) * ai.solidAngleArray(shape)
+    elif p["pattern"] == "powder":
+        cal = get_calibrant(p["calibrant"])
+        cal.wavelength = ai.wavelength
+        rings = cal.fake_calibration_image(ai, shape=shape, Imax=1.0, Imin=0.0, resolution=p["resolution_deg"])
+        # intensity falls with angle like a real pattern's form factor and Lorentz terms
+        falloff = 1.0 / (1.0 + (np.rad2deg(tth) / 15.0) ** 2)
+        expected = (p["peak_counts"] * rings * falloff + air) * ai.solidAngleArray(shape)
+    else:
+        raise ValueError(f"pattern must be 'powder' or 'saxs', got {p['pattern']!r}")
     rng = np.random.default_rng(p["seed"])
     frames = rng.poisson(expected, size=(int(p["n_frames"]),) + shape).astype(np.int32)
     gaps = gap_mask(ai.detector)
@@ -87,10 +111,15 @@ def simulate_powder(**params: Any) -> tuple[np.ndarray, Any]:
     frames[:, bad[:, 0], bad[:, 1]] = -2
     hot = valid[rng.integers(len(valid))]
     frames[:, hot[0], hot[1]] = COUNT_CUTOFF + 27
+    zingers = []
     for f in frames:  # cosmic-ray zingers: single bright pixels, a different place each frame
         z = valid[rng.choice(len(valid), int(p["zingers"]), replace=False)]
-        f[z[:, 0], z[:, 1]] += rng.integers(2000, 20000, size=len(z)).astype(np.int32)
-    return frames, ai
+        add = rng.integers(2000, 20000, size=len(z)).astype(np.int32)
+        f[z[:, 0], z[:, 1]] += add
+        zingers.append((z, add))
+    overlay = FrameOverlay(gaps=gaps, bad=bad, hot=hot, hot_value=COUNT_CUTOFF + 27, zingers=zingers)
+    model = FramesModel(np.broadcast_to(expected, frames.shape), overlay)
+    return frames, ai, model
 
 
 def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:

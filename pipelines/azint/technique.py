@@ -17,7 +17,7 @@ import numpy as np
 from lossbound.core.errors import ConfigError
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
-from pipelines.base import Dataset, Result, Technique
+from pipelines.base import Dataset, Result, Technique, dataset_name
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ class AzintTechnique(Technique):
             cfg["poni"] = cfg.get("poni") or str(path.with_suffix(".poni"))
         loaded = fio.load_detector_frames(cfg, technique="azint")
         frames, masked = loaded["frames"], loaded["masked"]
-        name = str(cfg.get("name") or path.stem)
         meta = {**loaded["meta"], "calibrant": cfg.get("calibrant"), "sample": cfg.get("sample"),
                 "simulated": sim is not None}
+        name, meta["name_given"] = dataset_name(cfg, path)
         if sim is not None:
             meta["simulation"] = sim
         log.info("azint: loaded %s %s %s from %s (%d masked pixels), geometry %s", name, frames.shape, frames.dtype,
@@ -194,6 +194,20 @@ class AzintTechnique(Technique):
             out.update(_deviation(result, moved, prefix="mask_correction"))
         out["mask_correction_pixels"] = float(hot.sum())
         return out
+
+    def noise_checks(self, data: Dataset) -> dict[str, Any]:
+        """Whether the counts behave like photons (:func:`pipelines.frames.count_dispersion`)."""
+        masked = ~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)
+        return fio.count_dispersion(self.integrator(data), data.payload_array, masked)
+
+    def simulation_truth(self, data: Dataset):
+        sim = data.meta.get("simulation")
+        if sim is None:
+            return None
+        from pipelines.azint.simulate import simulation_model
+
+        return simfiles.frames_truth(data, simulation_model(**sim), note="Poisson counts of the same expected "
+                                     "frame; gaps, bad and hot pixels and zingers as measured")
 
     def preview(self, result: Result) -> dict[str, Any]:
         """The first frame's profile and sigma."""

@@ -55,7 +55,8 @@ def index(request: dict) -> dict:
                 "cell": np.full(6, np.nan), "fraction": 0.0, "rmsd_px": float("nan"),
                 "orientation_covariance": np.full((3, 3), np.nan), "candidates": 0}
     vectors = basis_vectors(plane.rlp(y, x), 2.0 * max(cell[:3]))
-    kwargs = {k: options[k] for k in ("tolerance_px", "min_fraction", "cell_tolerance", "n_refine") if k in options}
+    kwargs = {k: options[k] for k in ("tolerance_px", "min_fraction", "cell_tolerance", "n_refine", "refine_cell")
+              if k in options}
     return lattice.index_from_basis_vectors(y, x, vectors, cell, plane, **kwargs)
 
 

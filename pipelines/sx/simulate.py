@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULTS", "predict_spots", "simulate_stills", "simulation_params", "write_simulation"]
+from pipelines.simfiles import FrameOverlay, FramesModel
+
+__all__ = ["DEFAULTS", "predict_spots", "simulate_stills", "simulation_model", "simulation_params",
+           "write_simulation"]
 
 DEFAULTS: dict[str, Any] = {
     "detector": "Pilatus2M",
@@ -106,10 +109,20 @@ def _structure_factors(hkl: np.ndarray, seed: int) -> np.ndarray:
 def simulate_stills(**params: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
     """``(frames, integrator, truth)``: int32 frames ``(n, rows, cols)`` with Pilatus sentinels;
     truth = per-frame orientation matrices (identity-free for misses: NaN) and true spots."""
+    frames, ai, truth, _ = _simulate(simulation_params(**params))
+    return frames, ai, truth
+
+
+def simulation_model(**params: Any) -> FramesModel:
+    """The noise-free model (expected counts per frame, defects) of the stills
+    :func:`simulate_stills` writes with these parameters."""
+    return _simulate(simulation_params(**params))[3]
+
+
+def _simulate(p: dict[str, Any]) -> tuple[np.ndarray, Any, dict[str, Any], FramesModel]:
     from pyFAI.detectors import detector_factory
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-    p = simulation_params(**params)
     det = detector_factory(p["detector"])
     shape = tuple(det.shape)
     pixel = float(det.pixel1)
@@ -126,6 +139,7 @@ def simulate_stills(**params: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
     bad = valid_pixels[rng.choice(len(valid_pixels), int(p["bad_pixels"]), replace=False)]
     hot = valid_pixels[rng.integers(len(valid_pixels))]
     frames = np.empty((int(p["n_frames"]),) + shape, np.int32)
+    expected = np.empty((int(p["n_frames"]),) + shape, np.float32)
     orientations = np.full((int(p["n_frames"]), 3, 3), np.nan)
     spot_rows: list[np.ndarray] = []
     half = 4
@@ -148,13 +162,13 @@ def simulate_stills(**params: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
             spot_rows.append(np.column_stack([np.full(spots["y"].size, f), spots["y"], spots["x"], spots["hkl"],
                                               counts, spots["partiality"]]))
         frames[f] = rng.poisson(lam)
-    frames[:, gaps] = -1
-    frames[:, bad[:, 0], bad[:, 1]] = -2
-    frames[:, hot[0], hot[1]] = COUNT_CUTOFF + 27
+        expected[f] = lam
+    overlay = FrameOverlay(gaps=gaps, bad=bad, hot=hot, hot_value=COUNT_CUTOFF + 27)
+    overlay.apply(frames)
     table = np.concatenate(spot_rows) if spot_rows else np.zeros((0, 8))
     truth = {"orientations": orientations, "spots": table,
              "spot_columns": ["frame", "y", "x", "h", "k", "l", "counts", "partiality"]}
-    return frames, ai, truth
+    return frames, ai, truth, FramesModel(expected, overlay)
 
 
 def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:

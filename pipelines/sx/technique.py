@@ -27,7 +27,7 @@ from lossbound.core import lattice
 from lossbound.core.errors import ConfigError
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
-from pipelines.base import Dataset, Result, Technique
+from pipelines.base import Dataset, Result, Technique, dataset_name
 from pipelines.sx import indexing
 from pipelines.sx import spots as sp
 
@@ -49,6 +49,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "index_cell_tolerance": 0.05,  # ... and its refined cell is this close to the known one
     "integration_half_box": 2,     # reflections integrated over a (2 h + 1)^2 pixel box
     "excitation_quantile": 0.95,   # predict reflections within this quantile of the indexed spots' excitation errors
+    "refine_geometry": True,       # refine beam centre, distance and cell once from every indexed raw still
+    "refine_cell_per_still": False,  # per still: orientation only, with the dataset's (refined) cell
 }
 
 
@@ -75,8 +77,9 @@ class SxTechnique(Technique):
                     "excitation_quantile"):
             if not isinstance(merged[key], (int, float)) or isinstance(merged[key], bool) or merged[key] <= 0:
                 raise ConfigError(f"sx {key} must be a positive number, got {merged[key]!r}")
-        if not isinstance(merged["index"], bool):
-            raise ConfigError(f"sx index must be true or false, got {merged['index']!r}")
+        for key in ("index", "refine_geometry", "refine_cell_per_still"):
+            if not isinstance(merged[key], bool):
+                raise ConfigError(f"sx {key} must be true or false, got {merged[key]!r}")
         for key in ("index_min_fraction", "excitation_quantile"):
             if merged[key] > 1:
                 raise ConfigError(f"sx {key} is a fraction in (0, 1], got {merged[key]!r}")
@@ -117,7 +120,7 @@ class SxTechnique(Technique):
         if sim is not None:
             meta["simulation"] = sim
             meta["ground_truth"] = {"spots": "/truth/spots", "orientations": "/truth/orientations"}
-        name = str(cfg.get("name") or path.stem)
+        name, meta["name_given"] = dataset_name(cfg, path)
         frames = loaded["frames"]
         log.info("sx: loaded %s %s %s from %s (%d files, %d masked pixels), geometry %s", name, frames.shape,
                  frames.dtype, path, meta["files"], meta["masked_pixels"], meta["poni"])
@@ -126,19 +129,27 @@ class SxTechnique(Technique):
 
     # ---------------------------------------------------------------------------------------
 
-    def integrator(self, data: Dataset):
-        """The dataset's AzimuthalIntegrator, built once per process and geometry."""
-        return fio.integrator_for(data.meta["geometry"], data.payload_array.shape[1:])
+    def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None):
+        """The AzimuthalIntegrator of ``geometry`` (default: the dataset's), built once per
+        process and geometry."""
+        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:])
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
-        """Spots, indexing and reflections (:meth:`find`) — for the raw data the result
-        :meth:`prepare` already computed (8 stills of 6 Mpx take ~45 s)."""
+        """Spots, indexing and reflections (:meth:`find`) with the geometry and cell
+        :meth:`prepare` refined — for the raw data the result :meth:`prepare` already computed."""
         memo = self._raw_memo
         if memo is not None and memo[0] is data.payload_array:  # the very array prepare() saw
             return memo[1]
-        return self.find(data)
+        return self.find(data, geometry=prepared.get("geometry"), cell=prepared.get("cell"),
+                         refine_cell=self._per_still_cell(prepared))
 
-    def find(self, data: Dataset, *, in_flight: int = 1) -> Result:
+    def _per_still_cell(self, prepared: Mapping[str, Any]) -> bool:
+        """Each still refines its own cell unless the dataset's cell was refined (and the
+        configuration does not ask for both)."""
+        return bool(self.config["refine_cell_per_still"] or "cell" not in prepared)
+
+    def find(self, data: Dataset, *, in_flight: int = 1, geometry: Mapping[str, Any] | None = None,
+             cell: Any = None, refine_cell: bool | None = None) -> Result:
         """Every frame's spots as concatenated arrays (``spot_frame``, ``spot_y``, ``spot_x``,
         ``spot_intensity``, ``spot_sigma``, ``spot_peak``, ``spot_pixels``, ``spot_indexed``),
         ``n_spots`` and ``hit`` per frame; with indexing, per frame ``indexed``,
@@ -147,18 +158,22 @@ class SxTechnique(Technique):
         the integrated reflections ``refl_frame``, ``refl_hkl``, ``refl_y``, ``refl_x``,
         ``refl_intensity``, ``refl_sigma``. Up to ``in_flight`` hits are indexed at once, each
         in a cctbx worker process (the process's own, and for more, workers of this call only);
-        the result is the same for any value."""
-        cell = self._indexing_cell(data)
+        the result is the same for any value. ``geometry`` and ``cell`` replace the dataset's
+        (the refined ones); ``refine_cell`` says whether each still refines its own cell
+        (default: only without a refined ``cell``)."""
+        refine = (cell is None or self.config["refine_cell_per_still"]) if refine_cell is None else refine_cell
+        cell = self._indexing_cell(data) if cell is None or not self.config["index"] else list(cell)
         indexers = [indexing.indexer(), *(indexing.Indexer() for _ in range(in_flight - 1))] if cell is not None else []
         try:
-            return self._find(data, cell, indexers)
+            return self._find(data, cell, indexers, geometry=geometry, refine_cell=refine)
         finally:
             for extra in indexers[1:]:
                 extra.close()
 
-    def _find(self, data: Dataset, cell: list[float] | None, indexers: list[indexing.Indexer]) -> Result:
+    def _find(self, data: Dataset, cell: list[float] | None, indexers: list[indexing.Indexer], *,
+              geometry: Mapping[str, Any] | None, refine_cell: bool) -> Result:
         cfg = self.config
-        ai = self.integrator(data)
+        ai = self.integrator(data, geometry)
         shape = data.payload_array.shape[1:]
         masked = ~data.mask if data.mask is not None else np.zeros(shape, bool)
         plane = indexing.detector_plane(ai) if cell is not None else None
@@ -170,7 +185,8 @@ class SxTechnique(Technique):
                      "basis": np.full((n, 3, 3), np.nan), "cell": np.full((n, 6), np.nan),
                      "orientation_covariance": np.full((n, 3, 3), np.nan)}
         options = {"tolerance_px": cfg["index_tolerance_px"], "min_fraction": cfg["index_min_fraction"],
-                   "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"]}
+                   "cell_tolerance": cfg["index_cell_tolerance"], "min_spots": cfg["min_spots"],
+                   "refine_cell": bool(refine_cell)}
 
         # Hits are indexed in the cctbx worker processes while this one finds the next frames'
         # spots. Frames are finished (rows, reflections) in frame order: a frame waits for the
@@ -259,13 +275,36 @@ class SxTechnique(Technique):
         """The raw pipeline's own figures, logged on the study run as ``raw_*``: hit rate,
         spots per hit, indexed rate (indexed frames / hits), mean indexed fraction of spots,
         mean positional RMSD, reflections per indexed frame; on the simulation, the true spots
-        and orientations it recovers. ``reduction``: what triage (keeping hits only) gains."""
-        result = self.find(raw, in_flight=self.processes)
+        and orientations it recovers. ``reduction``: what triage (keeping hits only) gains.
+
+        With indexing and ``refine_geometry``: a first pass indexes every hit with the
+        header's geometry (each still refining its own cell), then the beam centre, the
+        detector distance and the cell are refined once from every indexed raw still together
+        (:func:`lossbound.core.lattice.refine_detector`); ``geometry`` and ``cell`` (the
+        refined ones) are what the raw and every compressed run then use, each still refining
+        its orientation only. ``geometry_refinement``: RMSD before and after, the shifts, the
+        refined cell against the known one."""
+        cell = self._indexing_cell(raw)
+        out: dict[str, Any] = {}
+        if cell is not None and self.config["refine_geometry"]:
+            first = self.find(raw, in_flight=self.processes, refine_cell=True)
+            refined = self._refine_geometry(raw, first, cell)
+            if refined is not None:
+                out.update(refined)
+        result = self.find(raw, in_flight=self.processes, geometry=out.get("geometry"), cell=out.get("cell"),
+                           refine_cell=self._per_still_cell(out))
+        if "geometry_refinement" in out:
+            idx = result["indexed"]
+            out["geometry_refinement"]["rmsd_after_px"] = float(np.mean(result["rmsd_px"][idx])) if idx.any() else None
+            log.info("sx: %s geometry refined: beam centre moved by (%.2f, %.2f) px, distance by %.3f mm; mean RMSD "
+                     "%.2f -> %.2f px; cell %s (known %s)", raw.name, *out["geometry_refinement"]["beam_shift_px"],
+                     out["geometry_refinement"]["distance_shift_mm"], out["geometry_refinement"]["rmsd_before_px"],
+                     out["geometry_refinement"]["rmsd_after_px"] or float("nan"),
+                     [round(v, 3) for v in out["cell"][:3]], cell[:3])
         self._raw_memo = (raw.payload_array, result)
         n, hit, indexed = result["n_spots"], result["hit"], result["indexed"]
         figures: dict[str, Any] = {
             "hit_rate": float(hit.mean()), "mean_spots_per_hit": float(n[hit].mean()) if hit.any() else 0.0}
-        cell = self._indexing_cell(raw)
         if cell is not None:
             figures.update({
                 "indexed_rate": float(indexed[hit].mean()) if hit.any() else 0.0,
@@ -277,7 +316,7 @@ class SxTechnique(Technique):
             })
         truth = _truth(raw)
         if truth is not None:
-            figures.update(_truth_figures(result, truth, hit, cell))
+            figures.update(_truth_figures(result, truth, hit, out.get("cell", cell)))
         log.info("sx: raw pipeline on %s: hit rate %.2f, %.0f spots per hit%s%s", raw.name, figures["hit_rate"],
                  figures["mean_spots_per_hit"],
                  f", {int(indexed.sum())} of {int(hit.sum())} hits indexed ({figures['mean_indexed_fraction']:.0%} of "
@@ -287,15 +326,61 @@ class SxTechnique(Technique):
                  if "true_spot_recall" in figures else "")
         frames = int(n.size)
         kept = int(hit.sum())
-        return {"raw": figures, "reduction": {
+        return {"raw": figures, **out, "reduction": {
             "triage_frames": frames, "triage_frames_kept": kept,
             # frames are equal in size, so keeping hits only divides the volume by this
             "triage_ratio": float(frames / kept) if kept else float("inf")}}
 
+    def _refine_geometry(self, raw: Dataset, first: Result, cell: list[float]) -> dict[str, Any] | None:
+        """Beam centre, distance and cell from the first pass's indexed stills (None when
+        fewer than 20 spots are indexed)."""
+        ai = self.integrator(raw)
+        plane = indexing.detector_plane(ai)
+        stills = []
+        for f in np.flatnonzero(first["indexed"]):
+            sel = (first["spot_frame"] == f) & first["spot_indexed"].astype(bool)
+            if sel.sum() >= 6:
+                stills.append((first["spot_y"][sel], first["spot_x"][sel], first["basis"][f]))
+        if sum(len(y) for y, _, _ in stills) < 20:
+            log.warning("sx: %s: too few indexed spots to refine the geometry; the header's is used", raw.name)
+            return None
+        fit = lattice.refine_detector(stills, cell, plane, tolerance_px=float(self.config["index_tolerance_px"]))
+        d_slow, d_fast, d_normal = fit["shift_mm"]
+        geometry = dict(raw.meta["geometry"])
+        geometry["poni1"] = float(geometry["poni1"]) + d_slow * 1e-3
+        geometry["poni2"] = float(geometry["poni2"]) + d_fast * 1e-3
+        geometry["dist"] = float(geometry["dist"]) + d_normal * 1e-3
+        check = indexing.detector_plane(fio.integrator_for(geometry, raw.payload_array.shape[1:], cache=False))
+        off = float(np.max(np.abs(np.subtract(check.origin, fit["plane"].origin))))
+        if off > 1e-6:  # mm: the pyFAI geometry must be the refined plane
+            log.warning("sx: refined geometry differs from the refined plane by %.3g mm", off)
+        known = np.asarray(cell, float)
+        refined = np.asarray(fit["cell"], float)
+        return {"geometry": geometry, "cell": [float(v) for v in refined], "geometry_refinement": {
+            "rmsd_before_px": fit["rmsd_before_px"], "rmsd_refined_px": fit["rmsd_after_px"],
+            "spots": fit["spots"], "stills": len(stills),
+            "beam_shift_px": [-d_slow / (float(ai.pixel1) * 1e3), -d_fast / (float(ai.pixel2) * 1e3)],
+            "distance_shift_mm": d_normal,
+            "cell_deviation_from_known": float(np.max(np.abs(refined[:3] / known[:3] - 1)))}}
+
     def describe(self) -> dict[str, Any]:
         # version: the result's content (not only the config) changed; cached raw results
         # and journal points of an older version are not reused
-        return {**super().describe(), "result_version": 2}
+        return {**super().describe(), "result_version": 3}
+
+    def noise_checks(self, data: Dataset) -> dict[str, Any]:
+        """Whether the counts behave like photons (:func:`pipelines.frames.count_dispersion`)."""
+        masked = ~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)
+        return fio.count_dispersion(self.integrator(data), data.payload_array, masked)
+
+    def simulation_truth(self, data: Dataset):
+        sim = data.meta.get("simulation")
+        if sim is None:
+            return None
+        from pipelines.sx.simulate import simulation_model
+
+        return simfiles.frames_truth(data, simulation_model(**sim), note="Poisson counts of the same expected "
+                                     "stills (same crystals and orientations); gaps, bad and hot pixels as measured")
 
     def preview(self, result: Result) -> dict[str, Any]:
         """Spots of the first hit frame (or frame 0)."""

@@ -434,7 +434,18 @@ def _render(shape: _Shape, mu: np.ndarray, labels: np.ndarray, ss: int = 3) -> N
 # --------------------------------------------------------------------------------------------
 
 
-def simulate_tomo(
+def simulate_tomo(**params: Any) -> dict[str, np.ndarray]:
+    """Simulate a parallel-beam scan over [0, 180) degrees, with its ground truth
+    (parameters and returns: :func:`_simulate_tomo`)."""
+    return _simulate_tomo(**params)[0]
+
+
+def simulation_model(**params: Any) -> TomoModel:
+    """The noise-free model of the scan :func:`simulate_tomo` writes with these parameters."""
+    return _simulate_tomo(**params)[1]
+
+
+def _simulate_tomo(
     *,
     n_angles: int = 360,
     n_rows: int = 64,
@@ -452,8 +463,8 @@ def simulate_tomo(
     dead_pixels: int = 1,
     hot_pixels: int = 1,
     zingers: int = 6,
-) -> dict[str, np.ndarray]:
-    """Simulate a parallel-beam scan over [0, 180) degrees, with its ground truth.
+) -> tuple[dict[str, np.ndarray], "TomoModel"]:
+    """Simulate a parallel-beam scan over [0, 180) degrees, with its ground truth and model.
 
     Parameters
     ----------
@@ -577,30 +588,24 @@ def simulate_tomo(
     )
 
     rng = np.random.default_rng(p["seed"])
-
-    def frames(expected: np.ndarray | float, n: int) -> np.ndarray:
-        flux = 1.0 + p["flux_jitter"] * rng.standard_normal(n)
-        photons = rng.poisson(beam[None] * flux[:, None, None] * expected)
-        counts = dark_map + photons + rng.normal(0.0, p["read_noise"], photons.shape)
-        return np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-
-    flats = frames(1.0, p["n_flats"])
-    darks = frames(0.0, p["n_darks"])
-    projections = frames(transmission, n_angles)
+    flats = _frames(rng, p, beam, dark_map, 1.0, p["n_flats"])
+    darks = _frames(rng, p, beam, dark_map, 0.0, p["n_darks"])
+    projections = _frames(rng, p, beam, dark_map, transmission, n_angles)
 
     # Detector defects, away from the border so every one has neighbours on its row.
+    dead: list[tuple[int, int]] = []
+    hot: list[tuple[int, int]] = []
     n_def = p["dead_pixels"] + p["hot_pixels"]
     if n_def:
         inner = [(r, c) for r in range(1, n_rows - 1) for c in range(2, n_cols - 2)]
         picks = det_rng.choice(len(inner), size=min(n_def, len(inner)), replace=False)
         spots = [inner[i] for i in picks]
-        for r, c in spots[: p["dead_pixels"]]:
-            projections[:, r, c] = flats[:, r, c] = darks[:, r, c] = 0
-        for r, c in spots[p["dead_pixels"]:]:
-            projections[:, r, c] = np.minimum(projections[:, r, c].astype(np.int64) + 8000, 65535).astype(np.uint16)
-    for _ in range(p["zingers"]):
-        a, r, c = rng.integers(n_angles), rng.integers(n_rows), rng.integers(n_cols)
-        projections[a, r, c] = min(int(projections[a, r, c]) + 15000, 65535)
+        dead, hot = spots[: p["dead_pixels"]], spots[p["dead_pixels"]:]
+    zingers = [(int(rng.integers(n_angles)), int(rng.integers(n_rows)), int(rng.integers(n_cols)))
+               for _ in range(p["zingers"])]
+    _defects(projections, flats, darks, dead=dead, hot=hot, zingers=zingers)
+    model = TomoModel(params=p, transmission=transmission, beam=beam, dark_map=dark_map, dead=dead, hot=hot,
+                      zingers=zingers, theta=theta)
     log.info(
         "simulated tomo scan %s in %.2f s (geometry %.2f s); min transmission %.3f",
         projections.shape,
@@ -616,7 +621,73 @@ def simulate_tomo(
         "phantom": phantom,
         "labels": labels,
         "center": np.asarray(center, dtype=np.float64),
-    }
+    }, model
+
+
+def _frames(rng: np.random.Generator, p: Mapping[str, Any], beam: np.ndarray, dark_map: np.ndarray,
+            expected: np.ndarray | float, n: int) -> np.ndarray:
+    """``n`` camera frames of ``expected`` transmission: flux jitter, Poisson photons, dark
+    offset, read noise, rounded to uint16."""
+    flux = 1.0 + p["flux_jitter"] * rng.standard_normal(n)
+    photons = rng.poisson(beam[None] * flux[:, None, None] * expected)
+    counts = dark_map + photons + rng.normal(0.0, p["read_noise"], photons.shape)
+    return np.clip(np.rint(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _defects(projections: np.ndarray, flats: np.ndarray | None, darks: np.ndarray | None, *,
+             dead: list[tuple[int, int]], hot: list[tuple[int, int]], zingers: list[tuple[int, int, int]]) -> None:
+    """The camera's defects, in place: dead pixels read 0 everywhere, hot ones 8000 ADU high in
+    every projection, zingers +15000 ADU in one projection."""
+    top = np.iinfo(np.uint16).max if projections.dtype == np.uint16 else np.inf
+    for r, c in dead:
+        projections[:, r, c] = 0
+        for frames in (flats, darks):
+            if frames is not None:
+                frames[:, r, c] = 0
+    for r, c in hot:
+        projections[:, r, c] = np.minimum(projections[:, r, c].astype(np.float64) + 8000, top).astype(projections.dtype)
+    for a, r, c in zingers:
+        projections[a, r, c] = min(float(projections[a, r, c]) + 15000, top)
+
+
+@dataclasses.dataclass(frozen=True)
+class TomoModel:
+    """What a simulated scan is made of: the sample's transmission (angles, rows, columns), the
+    camera's open beam and dark level (rows, columns), its defects and the scan's zingers.
+
+    :meth:`expected` is the noise-free measurement (the mean of infinitely many scans);
+    :meth:`measure` is one more independent scan of the same sample with the same camera
+    (flux jitter, Poisson photons and read noise drawn from ``rng``), both with exact
+    (noise-free) flats and darks, so two of them differ by the projections' counting noise only.
+    """
+
+    params: Mapping[str, Any]
+    transmission: np.ndarray
+    beam: np.ndarray
+    dark_map: np.ndarray
+    dead: list[tuple[int, int]]
+    hot: list[tuple[int, int]]
+    zingers: list[tuple[int, int, int]]
+    theta: np.ndarray
+
+    def _exact_references(self) -> tuple[np.ndarray, np.ndarray]:
+        flats = np.repeat((self.dark_map + self.beam)[None], self.params["n_flats"], axis=0).astype(np.float32)
+        darks = np.repeat(self.dark_map[None], self.params["n_darks"], axis=0).astype(np.float32)
+        return flats, darks
+
+    def expected(self) -> dict[str, np.ndarray]:
+        """Projections, flats and darks without noise (float32)."""
+        projections = (self.dark_map + self.beam * self.transmission).astype(np.float32)
+        flats, darks = self._exact_references()
+        _defects(projections, flats, darks, dead=self.dead, hot=self.hot, zingers=self.zingers)
+        return {"projections": projections, "flats": flats, "darks": darks, "theta": self.theta}
+
+    def measure(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One independent scan (uint16 projections) with exact flats and darks."""
+        projections = _frames(rng, self.params, self.beam, self.dark_map, self.transmission, len(self.theta))
+        flats, darks = self._exact_references()
+        _defects(projections, flats, darks, dead=self.dead, hot=self.hot, zingers=self.zingers)
+        return {"projections": projections, "flats": flats, "darks": darks, "theta": self.theta}
 
 
 def _attr_value(value: Any) -> Any:

@@ -7,6 +7,7 @@ run only through the projections.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -17,10 +18,11 @@ import numpy as np
 from lossbound.core.errors import ConfigError, NotApplicable
 from lossbound.core.noise import is_counts, poisson_resample
 from pipelines import TECHNIQUES, simfiles
-from pipelines.base import Dataset, Result, Technique
+from pipelines.base import Dataset, Result, Technique, dataset_name
 from pipelines.tomo import io as tomo_io
 from pipelines.tomo import recon
 from pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
+from pipelines.tomo.gain import photon_transfer
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ class TomoTechnique(Technique):
         """Read the scan at ``path`` (generating the simulation there first if requested).
 
         ``dataset_config`` keys: ``name``, ``format`` ('dataexchange' | 'nxtomo' | 'auto'),
-        ``path``, ``adu_per_photon`` (default 1.0) and, for the built-in simulation,
+        ``path``, ``adu_per_photon`` (the camera's gain; null: measured from the flats'
+        photon transfer, :func:`pipelines.tomo.gain.photon_transfer`) and, for the built-in simulation,
         ``simulation`` (keyword arguments of :func:`pipelines.tomo.simulate.simulate_tomo`): the file
         is (re)generated when missing or written with other parameters.
         """
@@ -112,14 +115,16 @@ class TomoTechnique(Technique):
             raise ConfigError("tomo dataset: 'path' is required (the HDF5 scan file)")
         path = Path(str(cfg["path"])).expanduser()
         fmt = str(cfg.get("format") or "auto").lower()
-        try:
-            adu = float(cfg.get("adu_per_photon", 1.0))
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"tomo dataset {path}: adu_per_photon must be a number, got {cfg.get('adu_per_photon')!r}"
-            ) from None
-        if not adu > 0:
-            raise ConfigError(f"tomo dataset {path}: adu_per_photon must be > 0, got {adu}")
+        declared = cfg.get("adu_per_photon")
+        if declared is not None:
+            try:
+                declared = float(declared)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"tomo dataset {path}: adu_per_photon must be a number or null, got {cfg.get('adu_per_photon')!r}"
+                ) from None
+            if not declared > 0:
+                raise ConfigError(f"tomo dataset {path}: adu_per_photon must be > 0, got {declared}")
         simulation = cfg.get("simulation")
         sim_params = None
         if simulation is not None:
@@ -131,10 +136,15 @@ class TomoTechnique(Technique):
             sim_params = ensure_simulation(path, simulation)
         arrays, fmt = tomo_io.read_scan(path, fmt=fmt)
         theta = arrays["theta"]
+        measured = photon_transfer(arrays["flats"], arrays["darks"])
+        adu = declared if declared is not None else measured.get("gain")
+        gain_note = _gain_note(declared, measured)
         meta: dict[str, Any] = {
             "format": fmt,
-            "adu_per_photon": adu,
-            "adu_per_photon_given": "adu_per_photon" in cfg,
+            "adu_per_photon": adu,  # the gain used: the declared one, else the flats' photon transfer, else None
+            "adu_per_photon_declared": declared,
+            "adu_per_photon_measured": measured,
+            "gain_note": gain_note,
             "shape": list(arrays["projections"].shape),
             "dtype": str(arrays["projections"].dtype),
             "n_flats": int(arrays["flats"].shape[0]),
@@ -148,8 +158,9 @@ class TomoTechnique(Technique):
         if truth is not None:
             meta["ground_truth"] = {"mu": "/phantom/mu", "labels": "/phantom/labels", **truth}
             meta["ground_truth"]["materials"] = {str(k): v for k, v in truth.get("materials", {}).items()}
-        name = str(cfg.get("name") or path.stem)
+        name, meta["name_given"] = dataset_name(cfg, path)
         log.info("tomo: loaded %s (%s, %s %s) from %s", name, fmt, meta["shape"], meta["dtype"], path)
+        (log.warning if "disagree" in gain_note else log.info)("tomo: %s: %s", name, gain_note)
         # Pixels a detector wrote as NaN/Inf are not measurements: the payload's valid-pixel
         # mask leaves them out of the projection metrics (the pipeline interpolates them).
         mask = None
@@ -187,7 +198,7 @@ class TomoTechnique(Technique):
         if self.config["zinger_sigma"] is not None:
             offset = np.mean(darks, axis=0, dtype=np.float64).astype(np.float32)
             zingers = remove_zingers(counts, threshold_sigma=float(self.config["zinger_sigma"]),
-                                     gain=float(data.meta.get("adu_per_photon", 1.0)), offset=offset)
+                                     gain=float(data.meta.get("adu_per_photon") or 1.0), offset=offset)
         with np.errstate(invalid="ignore"):
             trans = recon.flat_dark_correct(counts, a["flats"][:, rows, :], darks,
                                             min_transmission=float(self.config["min_transmission"]))
@@ -269,19 +280,55 @@ class TomoTechnique(Technique):
 
     def noise_model(self, data: Dataset) -> str:
         """Projections are ADU over the dark level: ``dark + g * Poisson((x - dark) / g)`` with the
-        dataset's ``adu_per_photon`` g (float data included, e.g. the tooth's 4-pixel means).
-        Non-count data without a declared gain have no model: the default g = 1 would be a guess."""
-        if not data.meta.get("adu_per_photon_given", True) and not is_counts(data.payload_array, data.mask):
-            raise NotApplicable(f"{data.name}: projections {data.payload_array.dtype} are not counts and the "
-                                f"dataset declares no adu_per_photon (set dataset.adu_per_photon=<gain>)")
-        return (f"dark + g*Poisson((projections - dark)/g), g = {data.meta.get('adu_per_photon', 1.0):g} ADU/photon "
-                f"(dataset.adu_per_photon), dark = mean of {data.meta.get('n_darks', '?')} darks")
+        camera's gain g — the declared ``dataset.adu_per_photon``, else the one the flats'
+        photon transfer measures (float data included, e.g. the tooth's 4-pixel means). No gain
+        (one flat and nothing declared) means no model: a guess of g would set the yardstick."""
+        g = data.meta.get("adu_per_photon")
+        if g is None:
+            why = (data.meta.get("adu_per_photon_measured") or {}).get("reason", "no gain measured")
+            raise NotApplicable(f"{data.name}: no gain for the projections ({why}) and the dataset declares none "
+                                f"(set dataset.adu_per_photon=<ADU per photon>)")
+        source = "declared (dataset.adu_per_photon)" if data.meta.get("adu_per_photon_declared") is not None \
+            else "measured by the flats' photon transfer"
+        return (f"dark + g*Poisson((projections - dark)/g), g = {g:.4g} ADU/photon {source}, "
+                f"dark = mean of {data.meta.get('n_darks', '?')} darks")
+
+    def noise_checks(self, data: Dataset) -> dict[str, Any]:
+        """The gain declared and the gain the flats' photon transfer measures (and whether
+        they disagree by more than 20 %)."""
+        measured = data.meta.get("adu_per_photon_measured") or {}
+        return {"gain_used": data.meta.get("adu_per_photon"), "gain_declared": data.meta.get("adu_per_photon_declared"),
+                "gain_measured": measured.get("gain"), "gain_measured_se": measured.get("gain_se"),
+                "note": data.meta.get("gain_note", "")}
+
+    def data_key(self, data: Dataset) -> dict[str, Any]:
+        # the gain sets the zinger threshold: a result computed with another gain is another result
+        return {"adu_per_photon": data.meta.get("adu_per_photon")}
 
     def resample(self, data: Dataset, rng: np.random.Generator) -> Dataset:
         self.noise_model(data)
         dark = np.mean(data.arrays["darks"], axis=0, dtype=np.float64)
         return data.with_payload(poisson_resample(data.payload_array, rng, valid=data.mask, offset=dark,
-                                                  adu_per_photon=float(data.meta.get("adu_per_photon", 1.0))))
+                                                  adu_per_photon=float(data.meta["adu_per_photon"])))
+
+    def simulation_truth(self, data: Dataset):
+        sim = data.meta.get("simulation")
+        if sim is None:
+            return None
+        from pipelines.base import SimulationTruth
+        from pipelines.tomo.simulate import simulation_model
+
+        model = simulation_model(**{k: v for k, v in sim.items() if k != "version"})
+        if tuple(model.transmission.shape) != data.payload_array.shape:
+            return None
+
+        def dataset(arrays: Mapping[str, np.ndarray]) -> Dataset:
+            return dataclasses.replace(data, arrays={**data.arrays, **arrays})
+
+        return SimulationTruth(noise_free=dataset(model.expected()), measure=lambda rng: dataset(model.measure(rng)),
+                               note="another scan of the same sample: Poisson photons, flux jitter and read noise "
+                                    "in the projections; exact flats and darks; the camera's defects and the "
+                                    "scan's zingers as measured")
 
     def preview(self, result: Result) -> dict[str, Any]:
         """The middle reconstructed slice and its index."""
@@ -329,6 +376,21 @@ class TomoTechnique(Technique):
             "backend_resolved": self.backend,
             "backend_version": recon.backend_version(self.backend),
         }
+
+
+def _gain_note(declared: float | None, measured: Mapping[str, Any]) -> str:
+    """One line on the gain used and how the flats' photon transfer agrees with it."""
+    g = measured.get("gain")
+    if declared is None and g is None:
+        return f"no gain: {measured.get('reason')}; the noise reference is off (fixed tolerances)"
+    if declared is None:
+        return f"gain {g:.3g} ADU/photon from the flats' photon transfer (+- {measured.get('gain_se', math.nan):.2g})"
+    if g is None:
+        return f"gain {declared:g} ADU/photon declared; the flats cannot check it ({measured.get('reason')})"
+    if abs(declared / g - 1) > 0.2:
+        return (f"declared gain {declared:g} ADU/photon and the flats' photon transfer ({g:.3g}) disagree by "
+                f"{abs(declared / g - 1):.0%}: the declared one is used")
+    return f"gain {declared:g} ADU/photon declared, {g:.3g} by the flats' photon transfer"
 
 
 def ensure_simulation(path: Path, simulation: Mapping[str, Any]) -> dict[str, Any]:
