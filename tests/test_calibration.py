@@ -81,9 +81,9 @@ def test_serial_crystallography_yardstick_matches_the_truth(tmp_path):
 
 def test_lines_say_what_they_measured_and_flag_a_ratio_outside_the_range():
     inside = CriterionCalibration("sx", "refl_r_strong_frames", kind="frames", true=0.08, true_se=0.001,
-                                  estimated=0.0792, estimated_se=0.002, frames=4)
+                                  estimated=0.0792, estimated_se=0.002, frames=4, spread=0.05)
     assert format_line(inside) == ("yardstick sx refl_r_strong_frames true=0.08±0.001 estimated=0.0792±0.002 "
-                                   "ratio=0.99 (per frame, 4 frames pooled)")
+                                   "ratio=0.99 spread=5% (per frame, 4 frames pooled)")
     outside = CriterionCalibration("sx", "spot_f1_frames", true=0.06, true_se=0.001, estimated=0.12, estimated_se=0.002)
     assert not outside.inside and "OUTSIDE [0.8, 1.25]" in format_line(outside)
     fixed = CriterionCalibration("sx", "hit_agreement", fixed="triage must not change")

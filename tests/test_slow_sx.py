@@ -33,7 +33,7 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
                                "sweep.progress=false", *extra], cwd=ROOT, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
     doc = load_thresholds(runs / "thresholds" / "sx.yaml")
-    assert set(doc["datasets"]) == {"sim_sx", "thaumatin", "file"}
+    assert set(doc["datasets"]) == {"sim_sx", "thaumatin", "user"}     # a user's folder is named by the folder
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
     sim = client.get_run(doc["datasets"]["sim_sx"]["mlflow_study_run_id"]).data.metrics
     assert sim["raw_hit_accuracy"] == 1.0 and sim["raw_true_spot_recall"] > 0.9
@@ -41,10 +41,10 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
     thau = client.get_run(doc["datasets"]["thaumatin"]["mlflow_study_run_id"]).data.metrics
     assert thau["raw_hit_rate"] == 1.0 and thau["raw_mean_spots_per_hit"] > 300
     assert thau["raw_indexed_rate"] == 1.0 and 1.0 < thau["raw_mean_rmsd_px"] < 2.5  # both stills indexed
-    mine = client.get_run(doc["datasets"]["file"]["mlflow_study_run_id"]).data.metrics
+    mine = client.get_run(doc["datasets"]["user"]["mlflow_study_run_id"]).data.metrics
     assert mine["raw_indexed_rate"] == 1.0 and mine["reduction_triage_ratio"] == 1.0
     points = [json.loads(line) for line in (runs / "journal" / "sx.jsonl").read_text().splitlines()]
-    sparse = [p for p in points if p["setting"]["codec"] == "sparsify_m2" and p["dataset"] == "file"]
+    sparse = [p for p in points if p["setting"]["codec"] == "sparsify_m2" and p["dataset"] == "user"]
     assert len(sparse) == 2 and all(p["status"] == "ok" for p in sparse)
     assert all(p["codec"]["transform"] == "bragg_sparsify" and p["codec"]["transform_params"]["margin"] == 2
                for p in sparse)
@@ -52,10 +52,14 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
     # counts: the Poisson reference is on, and its ranges are recorded beside the fixed ones
     for ds in ("sim_sx", "thaumatin"):
         noise = doc["datasets"][ds]["noise_reference"]
-        assert noise["model"].startswith("Poisson(counts)") and noise["resamples"] == 4, ds
-        assert noise["limits"]["spot_f1"]["factor"] == 0.5, ds   # derived, or the fixed range and why
-    assert doc["datasets"]["file"]["noise_reference"] == {"unavailable": "technique.noise_reference.mode=off"}
-    assert doc["datasets"]["file"]["limits"]["spot_f1"] == {"min": 0.95, "max": None}   # the fixed range
+        assert noise["model"].startswith("Poisson(counts)") and noise["resamples"] >= 4, ds
+        assert noise["limits"]["refl_cc_strong_frames"]["factor"] == 0.5, ds   # per frame, or fixed and why
+        assert noise["checks"]["dispersion"] == pytest.approx(1.0, abs=0.1), ds  # photon counts
+        assert doc["datasets"][ds]["codecs"]["sz3"].get("confirmed") is not None, ds
+    assert doc["datasets"]["user"]["noise_reference"]["unavailable"] == "technique.noise_reference.mode=off"
+    assert doc["datasets"]["user"]["limits"]["spot_f1_frames"] == {"min": None, "max": 1.0, "kind": "frames"}
+    # the geometry was refined once from the raw stills, and the study run says how well it fits
+    assert "geometry_refinement_rmsd_before_px" in thau
     require_browser()
     check = inspect_page(runs / "reports" / "sx.html", screenshot=tmp_path / "sx_report.png")
     assert check.images_total >= 4 and check.images_loaded == check.images_total, check.broken_images

@@ -58,6 +58,9 @@ class CriterionCalibration:
     fixed: str | None = None
     resamples: list[int] = dataclasses.field(default_factory=list)
     dataset: str | None = None
+    #: coefficient of variation of the estimate between independent measurements of the sample
+    #: (what one study's standard error, from its own K re-samplings, does not see)
+    spread: float = math.nan
 
     @property
     def ratio(self) -> float:
@@ -86,6 +89,8 @@ def format_line(c: CriterionCalibration) -> str:
         return f"yardstick {c.technique} {c.criterion} fixed ({c.fixed})"
     line = (f"yardstick {c.technique} {c.criterion} true={c.true:.4g}±{c.true_se:.2g} "
             f"estimated={c.estimated:.4g}±{c.estimated_se:.2g} ratio={c.ratio:.3g}")
+    if math.isfinite(c.spread):
+        line += f" spread={c.spread:.0%}"
     if c.kind == "frames":
         line += f" (per frame, {c.frames} frames pooled)"
     if c.dataset:
@@ -247,6 +252,9 @@ def calibrate(spec: ContextSpec, *, truths: int = 12, estimates: int = 2, seed: 
             cal.frames = int(judged.sum())
             cal.true, cal.true_se = _pool_frames([true_f], judged)
             cal.estimated, cal.estimated_se = _pool_frames(est_f, judged)
+            per_estimate = np.array([np.mean([x[f]["effect"] for f in np.flatnonzero(judged)]) for x in est_f])
+            if per_estimate.size > 1 and per_estimate.mean() > 0:
+                cal.spread = float(per_estimate.std(ddof=1) / per_estimate.mean())
         else:
             t = effect_of([s[0][metric] for s in true_samples], ideal_t.get(metric, math.nan))
             cal.true, cal.true_se = t["effect"], t["effect_sd"]
@@ -254,6 +262,8 @@ def calibrate(spec: ContextSpec, *, truths: int = 12, estimates: int = 2, seed: 
             e_sd = np.array([x["effects"][metric]["effect_sd"] for x in est], float)
             cal.estimated = float(e.mean())
             cal.estimated_se = float(e.std(ddof=1) / math.sqrt(e.size)) if e.size > 1 else float(e_sd[0])
+            if e.size > 1 and e.mean() > 0:
+                cal.spread = float(e.std(ddof=1) / e.mean())
         if not (math.isfinite(cal.true) and cal.true > 0 and math.isfinite(cal.estimated)):
             cal.fixed = (f"no defined noise effect on the simulation (true {cal.true:.3g}, "
                          f"estimated {cal.estimated:.3g})")

@@ -258,6 +258,8 @@ def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> Stu
             tolerances = tolerances.with_noise(noise["effects"], frame_noise=noise["frame_effects"],
                                                target_se=settings.target_se)
             for metric, why in tolerances.noise_missing.items():
+                if metric in tolerances.not_applicable:
+                    continue
                 log.warning("%s: no usable counting-noise yardstick for %s (%s): its fixed range applies",
                             raw.data.name, metric, why)
     checks = technique.noise_checks(raw.data)

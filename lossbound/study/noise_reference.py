@@ -16,8 +16,9 @@ fixed tolerance.
 Per metric (and per frame for per-frame metrics) the effect is the mean ``|metric - ideal|``
 over the re-samplings (ideal: the raw data against itself), with its standard error. K starts
 at ``resamples`` and grows, in deterministic steps, until every effect a criterion uses has a
-relative standard error of at most ``target_se``, or K reaches ``max_resamples``; effects
-still above are not used (their criteria keep the fixed range, and say why).
+relative standard error of at most ``target_se``, or K reaches ``max_resamples``; an effect
+that would need more than ``max_resamples`` does not make K grow. Effects still above the
+target are not used (their criteria keep the fixed range, and say why).
 
 Computed once per dataset, pipeline, evaluators, noise model (with its parameters), K policy,
 seed and the metrics it must resolve, and cached beside the raw results when a cache folder
@@ -191,15 +192,21 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
             k += 1
             log.info("noise reference of %s: re-sampling %d done", raw.data.name, k)
         history.append(k)
-        need = _needed(values, frame_values, ideal, frame_ideal, used, settings.target_se)
-        if need <= k or k >= settings.max_resamples:
+        needs = _needed(values, frame_values, ideal, frame_ideal, used, settings.target_se)
+        need = max(needs.values(), default=0)
+        # grow K for the effects the cap can resolve; one that would need more keeps its fixed
+        # range whatever K up to the cap gives it, so it is not worth a re-sampling more
+        reachable = max((n for n in needs.values() if n <= settings.max_resamples), default=0)
+        if reachable <= k or k >= settings.max_resamples:
             break
         # at least two more (a step worth a process start), at most the cap
-        target = min(settings.max_resamples, max(need, k + 2))
+        target = min(settings.max_resamples, max(reachable, k + 2))
     seconds = time.perf_counter() - t0
     if need > k:
-        log.info("noise reference of %s: K capped at %d (%d would reach a %.0f%% standard error on every "
-                 "effect used)", raw.data.name, k, need, 100 * settings.target_se)
+        beyond = sorted(m for m, n in needs.items() if n > k)
+        log.info("noise reference of %s: K = %d; %s would need up to %d re-samplings for a %.0f%% standard error "
+                 "(max_resamples %d): fixed where not reached", raw.data.name, k, ", ".join(beyond), need,
+                 100 * settings.target_se, settings.max_resamples)
     return {"version": _VERSION, "model": model, "estimator": ESTIMATOR, "resamples": k, "steps": history,
             "resamples_needed": need, "seed": settings.seed, "seconds": seconds,
             "seconds_per_resample": seconds / max(k, 1), "values": values, "frame_values": frame_values}
@@ -207,19 +214,19 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
 
 def _needed(values: Mapping[str, list[float]], frame_values: Mapping[str, list[list[float]]],
             ideal: Mapping[str, float], frame_ideal: Mapping[str, list[float]], used: Mapping[str, str],
-            target_se: float) -> int:
-    """The largest K any used effect needs (from the samples so far)."""
-    need = 0
+            target_se: float) -> dict[str, int]:
+    """Per used effect (``metric`` or ``metric[frame]``), the K it needs (from the samples so far)."""
+    needs: dict[str, int] = {}
     for metric, kind in used.items():
         if kind == "frames" and metric in frame_values and metric in frame_ideal:
             arr = np.asarray(frame_values[metric], float)
             for f, eff in enumerate(frame_effects({metric: frame_values[metric]}, frame_ideal)[metric]):
-                need = max(need, resamples_needed(eff, arr[:, f], target_se))
+                needs[f"{metric}[{f}]"] = resamples_needed(eff, arr[:, f], target_se)
         elif metric in values:
             samples = np.asarray(values[metric], float)
             eff = effect_of(samples, ideal.get(metric, math.nan))
-            need = max(need, resamples_needed(eff, samples, target_se))
-    return need
+            needs[metric] = resamples_needed(eff, samples, target_se)
+    return needs
 
 
 def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],

@@ -99,7 +99,8 @@ class BisectSearch(Search):
     Parameters
     ----------
     bracket : [low, high] or None
-        Values to start from (both evaluated first); None starts at ``start`` and expands.
+        Values to start from: the least lossy first, the other once it passed; None starts at
+        ``start`` and expands.
     start, expand : float
         Without a bracket: the first value, and the factor of each expansion step. With a
         bracket that does not contain the threshold, the search expands beyond it likewise.
@@ -250,7 +251,8 @@ class BisectSearch(Search):
         if len(known) + len(pending) >= self.max_evaluations:
             return []
         if not known:
-            return [] if pending else self._fresh(sorted(self.bracket or [self.start], key=self.t), skip)
+            # the least lossy end first: the lossier end is worth an evaluation only once it passed
+            return [] if pending else self._fresh(sorted(self.bracket or [self.start], key=self.t)[:1], skip)
         lo, hi = self.bracket_state(known)
         step = math.log(self.expand)
         if lo is None:  # the least lossy value tried failed: expand towards less loss
