@@ -138,3 +138,34 @@ def test_unknown_tolerance_metric_is_a_config_error(tmp_path):
                                                    "+technique.tolerances.not_a_metric={min: 1}"])
     with pytest.raises(ConfigError, match="not_a_metric"):
         evaluate.run(cfg)
+
+
+def test_two_users_scans_with_one_name_both_stay_in_the_thresholds_file(tmp_path):
+    """Two users' own scans, both `scan.h5` and both run as dataset=file, keep two entries
+    (`scan`, `scan-2`); the combined bound names the one that limits it."""
+    import evaluate
+    from lossbound.study import context
+    from pipelines.tomo.simulate import simulate_tomo, write_dataexchange
+
+    paths = []
+    for user, seed in (("u1", 1), ("u2", 2)):
+        scan = simulate_tomo(n_angles=90, n_rows=4, n_cols=64, seed=seed)
+        path = tmp_path / user / "scan.h5"
+        path.parent.mkdir()
+        write_dataexchange(path, {k: scan[k] for k in ("projections", "flats", "darks", "theta")})
+        paths.append(path)
+    for path in paths:
+        context.forget_contexts()
+        evaluate.run(compose([f"paths.runs_dir={tmp_path / 'runs'}", "dataset=file", f"dataset.path={path}",
+                              "codec=[sz3]", "search=grid", "sweep.bounds=[8,64]", "sweep.baselines=[]",
+                              "sweep.progress=false", "tracking.figures=none", "technique.pipeline.max_rows=2"]))
+    doc = load_thresholds(tmp_path / "runs" / "thresholds" / "tomo.yaml")
+    assert set(doc["datasets"]) == {"scan", "scan-2"}
+    assert {doc["datasets"][n]["dataset"]["source"] for n in ("scan", "scan-2")} == {str(p) for p in paths}
+    assert set(doc["codecs"]["sz3"]["per_dataset"]) == {"scan", "scan-2"}
+    # the gain was measured from each scan's flats (nothing declared; 4 x 64 pixels: +-2 %)
+    checks = doc["datasets"]["scan"]["noise_reference"]["checks"]
+    assert checks["gain_declared"] is None
+    assert abs(checks["gain_measured"] - 1.0) < 4 * checks["gain_measured_se"]
+    for e in doc["datasets"]["scan"]["codecs"].values():
+        assert "bound_range" in e and "confirmed" in e

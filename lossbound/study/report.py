@@ -226,9 +226,13 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
                 for v in (lo, hi):
                     if v is not None:
                         ax.axhline(v, ls="--", color=color, lw=0.8)
-            own = ((entry.get("codecs") or {}).get(codec) or {}).get("bound")
+            own_entry = (entry.get("codecs") or {}).get(codec) or {}
+            own = own_entry.get("bound")
             if own is not None:
                 ax.axvline(own, ls=":", color=color, lw=1.2)
+                lo, hi = (own_entry.get("bound_range") or [None, None])[:2]
+                if lo is not None and hi is not None and hi > lo:  # where its limiting criterion crosses, +-1 SE
+                    ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
         if combined is not None:
             ax.axvline(combined, color="k", lw=1.5)
         if positive(xs):
@@ -245,8 +249,8 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold; "
-                 f"black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
+    fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold, its "
+                 f"range shaded; black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
     return fig
 
 

@@ -114,6 +114,9 @@ def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = 
     entry.update(confirmation(pts, accepted, grows=grows))
     if tolerances is not None and accepted is not None:
         entry.update(bound_range(pts, accepted, first_failure, tolerances, grows=grows))
+    else:
+        entry.update(bound_range=None, limiting_criterion=None,
+                     bound_range_basis="no threshold" if accepted is None else "judged without tolerances")
     return entry
 
 
