@@ -286,6 +286,7 @@ class SxTechnique(Technique):
         refined cell against the known one."""
         cell = self._indexing_cell(raw)
         out: dict[str, Any] = {}
+        first = None
         if cell is not None and self.config["refine_geometry"]:
             first = self.find(raw, in_flight=self.processes, refine_cell=True)
             refined = self._refine_geometry(raw, first, cell)
@@ -293,7 +294,17 @@ class SxTechnique(Technique):
                 out.update(refined)
         result = self.find(raw, in_flight=self.processes, geometry=out.get("geometry"), cell=out.get("cell"),
                            refine_cell=self._per_still_cell(out))
-        if "geometry_refinement" in out:
+        if first is not None and "cell" in out and int(result["indexed"].sum()) < int(first["indexed"].sum()):
+            # too few stills to pin the cell (distance and cell scale are nearly degenerate for
+            # stills): a refinement that loses stills is not used
+            log.warning("sx: %s: the refined geometry indexes %d stills, the header's %d: the header's geometry "
+                        "is kept, each still refining its own cell", raw.name, int(result["indexed"].sum()),
+                        int(first["indexed"].sum()))
+            out = {"geometry_refinement": {**out["geometry_refinement"], "used": False,
+                                           "why_not": f"indexed {int(result['indexed'].sum())} stills against the "
+                                                      f"header geometry's {int(first['indexed'].sum())}"}}
+            result = first
+        if "geometry_refinement" in out and out["geometry_refinement"].get("used", True):
             idx = result["indexed"]
             out["geometry_refinement"]["rmsd_after_px"] = float(np.mean(result["rmsd_px"][idx])) if idx.any() else None
             log.info("sx: %s geometry refined: beam centre moved by (%.2f, %.2f) px, distance by %.3f mm; mean RMSD "
