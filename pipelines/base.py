@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from lossbound.core.errors import NotApplicable
+from lossbound.core.gates import GateCheck
 from lossbound.core.noise import is_counts, poisson_resample
 from lossbound.core.types import Dataset, Result
 
@@ -100,6 +101,19 @@ class Technique(abc.ABC):
         """Whether the data behave as the noise model assumes (recorded beside the noise
         reference; ``warning`` set when they do not). Default: nothing to check."""
         return {}
+
+    #: this technique's quality gates and their default settings (``action`` and limits;
+    #: ``technique.gates`` overrides them): :meth:`gates` measures them
+    gate_defaults: Mapping[str, Mapping[str, Any]] = {}
+
+    def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
+              settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
+        """How well the raw data fit the declared setup, measured on the raw result once per
+        dataset, before any noise reference or search (:mod:`lossbound.core.gates`).
+        ``settings`` are the gates' resolved settings (a gate with ``action: off`` is not
+        measured); ``references`` the evaluators' references of the raw result, by evaluator
+        key. Default: no gate."""
+        return []
 
     def data_key(self, data: Dataset) -> dict[str, Any]:
         """What besides the arrays' content and :meth:`describe` the result depends on (part

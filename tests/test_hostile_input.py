@@ -124,7 +124,9 @@ def test_bad_scan_file_is_one_line_and_nonzero_exit(case, tmp_path):
 def test_bad_values_are_one_line_and_nonzero_exit(override, needle, tmp_path):
     path = _write(tmp_path / "scan.h5", _scan())
     before = _digest(path)
-    over = ["dataset=file", f"dataset.path={path}", "codec=[sz3]", override]
+    # the scan is pure noise (no object, so no rotation centre): the gate that says so is off,
+    # this test is about the values
+    over = ["dataset=file", f"dataset.path={path}", "codec=[sz3]", "technique.gates.rotation_centre=off", override]
     if override.startswith("sweep.bounds"):
         over.append("search=grid")
     proc = _run(over, tmp_path)

@@ -50,6 +50,9 @@ def test_every_dataset_adds_thresholds_and_the_quantiser_has_one(azint_runs):
     assert set(doc["datasets"]) == {"sim_azint", *MEASURED}
     for ds, entry in doc["datasets"].items():
         assert "Thresholds (most lossy value" in outputs[ds]
+        # no false alarm: every quality gate passes (or cannot be measured, e.g. no ring)
+        assert set(g["status"] for g in entry["gates"].values()) <= {"passed", "not measured"}, (ds, entry["gates"])
+        assert entry["gates"]["orientation"]["status"] == "passed", ds
         assert entry["reduction"]["profile_ratio"] > 10, ds
         quant = entry["codecs"]["quant_blosc2"]
         assert quant["bound"] is not None and quant["transform"] == "noise_quantiser", ds

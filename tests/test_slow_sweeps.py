@@ -74,6 +74,9 @@ def test_tooth_after_the_default_keeps_both_and_names_the_limiting_dataset(defau
     res = evaluate.run(compose([f"paths.runs_dir={runs}", "dataset=tooth", "sweep.progress=false"]))
     assert all(p.status == "ok" for p in res.points), [p.reason for p in res.points if p.status != "ok"]
     assert set(res.codecs) == {"sz3", "sz", "zfp", "sperr"}
+    for ds in ("sim_tomo", "tooth"):  # no false alarm from a quality gate
+        gates = res.thresholds["datasets"][ds]["gates"]
+        assert {g["status"] for g in gates.values()} == {"passed"}, (ds, gates)
     with h5py.File(tooth, "r") as f:
         frames = f["exchange/data"][:20]
     for name, entry in res.codecs.items():

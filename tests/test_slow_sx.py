@@ -34,6 +34,9 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
         assert proc.returncode == 0, proc.stderr[-3000:]
     doc = load_thresholds(runs / "thresholds" / "sx.yaml")
     assert set(doc["datasets"]) == {"sim_sx", "thaumatin", "user"}     # a user's folder is named by the folder
+    for ds, entry in doc["datasets"].items():  # no false alarm from a quality gate
+        assert set(g["status"] for g in entry["gates"].values()) <= {"passed", "not measured"}, (ds, entry["gates"])
+        assert entry["gates"]["indexing_rate"]["status"] == "passed", ds
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
     sim = client.get_run(doc["datasets"]["sim_sx"]["mlflow_study_run_id"]).data.metrics
     assert sim["raw_hit_accuracy"] == 1.0 and sim["raw_true_spot_recall"] > 0.9

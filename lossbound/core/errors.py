@@ -12,6 +12,12 @@ class ConfigError(InputError):
     """A configuration value is invalid (unknown registry name, bad tolerance, ...)."""
 
 
+class GateRefused(InputError):
+    """A quality gate found that the raw data do not fit the declared setup (a flipped
+    image, a beam centre or rotation centre off, angles in the wrong unit); the message
+    names the setting to check and the likely fix."""
+
+
 class NotApplicable(Exception):
     """A feature does not apply to this dataset (e.g. no counting-noise model for non-count
     data); the message says why, and the study records it instead of failing."""

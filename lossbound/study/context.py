@@ -118,7 +118,7 @@ class StudyContext(RawPart):
             "pipeline": self.technique.describe(),
             "evaluators": self.evaluator_config,
             "metrics_version": METRICS_VERSION,
-            **_data_key(self.technique, self.data),
+            **data_key(self.technique, self.data),
         }, length=24)
 
     def point_id(self, setting: CodecSetting) -> str:
@@ -128,11 +128,11 @@ class StudyContext(RawPart):
             "pipeline": self.technique.describe(),
             "evaluators": self.evaluator_config,
             "metrics_version": METRICS_VERSION,
-            **_data_key(self.technique, self.data),
+            **data_key(self.technique, self.data),
         })
 
 
-def _data_key(technique: Technique, data: Dataset) -> dict[str, Any]:
+def data_key(technique: Technique, data: Dataset) -> dict[str, Any]:
     """What the technique's result depends on besides the arrays and its config (empty for
     most: then ids are what they were before such a dependency existed)."""
     key = technique.data_key(data)
@@ -195,7 +195,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
 
     cache = ResultCache(spec.cache_dir)
     prepared, result, hit = cache.get_or_compute(
-        {"dataset": data.checksum, "pipeline": technique.describe(), **_data_key(technique, data)}, compute
+        {"dataset": data.checksum, "pipeline": technique.describe(), **data_key(technique, data)}, compute
     )
     raw = Outcome(data, result)
     references = {key: ev.reference(raw) for key, ev in evaluators.items()}
@@ -248,7 +248,7 @@ def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> Stu
         noise = noise_reference(
             technique, raw, part.prepared, part.evaluate, settings, cache=ResultCache(spec.cache_dir),
             key={"dataset": raw.data.checksum, "pipeline": technique.describe(),
-                 "evaluators": spec.technique.get("evaluators") or {}, **_data_key(technique, raw.data)},
+                 "evaluators": spec.technique.get("evaluators") or {}, **data_key(technique, raw.data)},
             ideal=part.raw_metrics, frame_ideal=part.raw_frame_metrics, used=tolerances.noise_metrics(),
             evaluate_many=evaluate_many)
         if "values" in noise:

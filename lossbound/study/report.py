@@ -419,8 +419,27 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
                      f"<p class='note'>Apply: <code>python -m lossbound.apply runs/thresholds/{rec.name}.yaml "
                      f"--codec {html.escape(best)} IN.h5 OUT.h5</code></p>")
 
-    # thresholds
     names = sorted(datasets)
+    # quality gates: how well each dataset's raw data fit its declared setup
+    gate_rows = []
+    for ds in names:
+        for gname, g in (datasets[ds].get("gates") or {}).items():
+            status = str(g.get("status"))
+            cls = {"passed": "approved", "warning": "stale", "refused": "rejected"}.get(status, "unreviewed")
+            limit = g.get("limit")
+            limit = "–".join(_fmt(v) for v in limit) if isinstance(limit, list) else limit
+            gate_rows.append([ds, gname, _Raw(f"<span class='{cls}'>{html.escape(status)}</span>"),
+                              g.get("value"), limit, g.get("unit", ""), g.get("action"),
+                              str(g.get("detail", "")) + (f" — {g['fix']}" if g.get("fix") else "")])
+    if gate_rows:
+        parts.append("<h2>Quality gates</h2><p class='note'>Measured on each dataset's raw result before any "
+                     "noise reference or search: does the raw data fit the declared setup (orientation, beam or "
+                     "rotation centre, angles, indexing)? A failed gate with action <i>refuse</i> stops the "
+                     "study; with <i>warn</i> it is listed here and the thresholds stand under that warning.</p>")
+        parts.append(_table(["dataset", "gate", "status", "value", "limit", "unit", "action", "what was measured"],
+                            gate_rows))
+
+    # thresholds
     rows = []
     for codec, entry in codecs.items():
         per = entry.get("per_dataset") or {}

@@ -33,7 +33,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from compressors import CodecSetting, settings_from_config
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.types import PointResult
-from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part
+from lossbound.core.gates import gate_settings
+from lossbound.study.context import ContextSpec, RawPart, StudyContext, context_for, raw_part
+from lossbound.study.gates import GateReport, check_gates
 from lossbound.study.executor import PointRunner, WorkerPool, available_cores, is_broken_pool
 from lossbound.study.journal import Journal
 from lossbound.study.plots import sweep_figure
@@ -43,6 +45,7 @@ from lossbound.study.search import Search, make_search
 from lossbound.study.summary import format_summary
 from lossbound.study.thresholds import derive_thresholds, feasibility, resolve_dataset_name, update_thresholds
 from lossbound.study.tracking import FIGURE_POLICIES, make_tracker
+from pipelines import TECHNIQUES
 
 log = logging.getLogger(__name__)
 # hdf5plugin logs every filter construction at INFO; one line per point drowns the summary.
@@ -198,13 +201,18 @@ class Study:
         self.journal = Journal(Path(journal_dir) / f"{tcfg['name']}.jsonl" if journal_dir else None)
         self.rates = _rates(cfg.get("acquisition") or {})  # checked before any work, like needed_ratio
         self.needed_ratio = _positive_number(tcfg.get("needed_ratio", 10.0), "technique.needed_ratio")
+        gate_settings(TECHNIQUES.get(tcfg["name"]).gate_defaults, tcfg.get("gates"), technique=tcfg["name"])
+        self.gates = GateReport({}, [], 0.0)
         self.figures = str((cfg.get("tracking") or {}).get("figures", "thresholds"))
         if self.figures not in FIGURE_POLICIES:
             raise ConfigError(f"tracking.figures must be one of {', '.join(FIGURE_POLICIES)}, got {self.figures!r}")
 
     # -- the study -----------------------------------------------------------------------------
     def run(self) -> StudyResult:
-        self._name_dataset()
+        part = self._name_dataset()
+        # quality gates on the raw result: a wrong setup stops here, before any noise
+        # reference or search is spent on it
+        self.gates = check_gates(part, self.cfg["technique"].get("gates"), cache_dir=self.spec.cache_dir)
         # One pool of processes for the whole study: they share the counting-noise re-samplings,
         # then evaluate the points (one start-up each).
         pool = WorkerPool(self.spec, workers=self.workers, isolate=bool(self.sweep.get("isolate", True)),
@@ -214,10 +222,10 @@ class Study:
         with pool:
             return self._run(pool)
 
-    def _name_dataset(self) -> None:
+    def _name_dataset(self) -> RawPart:
         """A dataset named from its file's stem is made unique by content against the
         thresholds file (``scan``, ``scan-2``): its spec then carries that name (the raw part
-        is read here first; a renamed spec reads it once more)."""
+        is read here first; a renamed spec reads it once more). Returns the raw part."""
         part = raw_part(self.spec, processes=self.workers)
         data = part.raw.data
         path = self.thresholds_dir / f"{self.tname}.yaml" if self.thresholds_dir is not None else None
@@ -227,6 +235,7 @@ class Study:
             log.info("dataset %s from %s is named %s (another %s with other content is in %s)", data.name,
                      data.source, name, data.name, path)
             self.spec = dataclasses.replace(self.spec, dataset={**self.spec.dataset, "name": name})
+        return part
 
     def _run(self, pool: WorkerPool | None) -> StudyResult:
         t_start = time.perf_counter()
@@ -264,6 +273,8 @@ class Study:
             raise
         tracker.end_run(run_id, "FINISHED")
         log.info("\n%s", summary)
+        for warning in self.gates.warnings:
+            log.warning("%s: %s", ctx.data.name, warning)
         if path is not None:
             log.info("thresholds written to %s", path)
         if report is not None:
@@ -301,6 +312,11 @@ class Study:
                     metrics={"noise_reference_seconds": noise.get("seconds"), **{
                         f"noise.{m}.{k}": v for m, d in (noise.get("limits") or {}).items()
                         for k, v in d.items() if k in ("noise_effect", "min", "max") and v is not None}})
+        # the quality gates: each one's value and status, and the warnings
+        gates = self.gates.records
+        tracker.log(run_id, params={f"gate.{n}": r["status"] for n, r in gates.items()},
+                    metrics={f"gate.{n}.value": r["value"] for n, r in gates.items() if r["value"] is not None},
+                    tags={"lossbound.gate_warnings": "; ".join(self.gates.warnings)} if self.gates.warnings else None)
         tracker.log_dataset(run_id, name=data.name, digest=data.checksum, source=data.source, context="raw")
         tracker.log_bytes(run_id, yaml.safe_dump(dict(self.cfg), sort_keys=False), "config.yaml")
         return run_id
@@ -367,6 +383,8 @@ class Study:
                 # every criterion with its numbers on this dataset (per-frame allowances included)
                 "criteria_record": ctx.tolerances.record(),
                 "noise_reference": self.noise,
+                # how well the raw data fit the declared setup (quality gates)
+                "gates": self.gates.records,
                 "codecs": codecs, "baselines": baselines,
             }
             if self.skipped:

@@ -15,8 +15,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.errors import ConfigError
+from lossbound.core.gates import GateCheck
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
+from pipelines.azint import gates
 from pipelines.base import Dataset, Result, Technique, dataset_name
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,21 @@ class AzintTechnique(Technique):
             out.update(_deviation(result, moved, prefix="mask_correction"))
         out["mask_correction_pixels"] = float(hot.sum())
         return out
+
+    def data_key(self, data: Dataset) -> dict[str, Any]:
+        """The calibrant and sample type, which set the evaluators that apply (not in the
+        frames' content)."""
+        return {k: data.meta[k] for k in ("calibrant", "sample") if data.meta.get(k) is not None}
+
+    gate_defaults = gates.DEFAULTS
+
+    def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
+              settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
+        """Does the PONI fit the frames: the orientation (:func:`pipelines.azint.gates.orientation_check`)
+        and the beam centre (:func:`pipelines.azint.gates.centre_check`)."""
+        valid = data.mask if data.mask is not None else np.ones(data.payload_array.shape[1:], bool)
+        return gates.checks(data.payload_array, valid, self.integrator(data), settings,
+                            polarization=self.config["polarization_factor"], flipped=bool(data.meta.get("flipud")))
 
     def noise_checks(self, data: Dataset) -> dict[str, Any]:
         """Whether the counts behave like photons (:func:`pipelines.frames.count_dispersion`)."""

@@ -25,9 +25,11 @@ import numpy as np
 
 from lossbound.core import lattice
 from lossbound.core.errors import ConfigError
+from lossbound.core.gates import GateCheck
 from pipelines import TECHNIQUES, simfiles
 from pipelines import frames as fio
 from pipelines.base import Dataset, Result, Technique, dataset_name
+from pipelines.sx import gates as sx_gates
 from pipelines.sx import indexing
 from pipelines.sx import spots as sp
 
@@ -373,6 +375,20 @@ class SxTechnique(Technique):
             "beam_shift_px": [-d_slow / (float(ai.pixel1) * 1e3), -d_fast / (float(ai.pixel2) * 1e3)],
             "distance_shift_mm": d_normal,
             "cell_deviation_from_known": float(np.max(np.abs(refined[:3] / known[:3] - 1)))}}
+
+    def data_key(self, data: Dataset) -> dict[str, Any]:
+        """The cell and space group the hits are indexed with (not in the frames' content)."""
+        return {k: data.meta[k] for k in ("cell", "space_group") if data.meta.get(k) is not None}
+
+    gate_defaults = sx_gates.DEFAULTS
+
+    def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
+              settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
+        """Indexing rate and RMSD of the raw run, and the beam-centre shift the geometry
+        refinement found (:mod:`pipelines.sx.gates`)."""
+        valid = data.mask if data.mask is not None else np.ones(data.payload_array.shape[1:], bool)
+        return sx_gates.checks(prepared, settings, frames=data.payload_array, valid=valid,
+                               ai=self.integrator(data))  # the header's geometry: is it off?
 
     def describe(self) -> dict[str, Any]:
         # version: the result's content (not only the config) changed; cached raw results

@@ -58,12 +58,18 @@ def _dataset(f: h5py.File, key: str, what: str) -> h5py.Dataset:
     return obj
 
 
-def _theta_degrees(ds: h5py.Dataset, values: np.ndarray) -> np.ndarray:
-    """Angles in degrees, honouring a ``units`` attribute that says radians."""
-    units = ds.attrs.get("units", b"degrees")
-    units = units.decode() if isinstance(units, bytes) else str(units)
+ANGLE_UNITS = ("deg", "rad")
+
+
+def _theta_degrees(ds: h5py.Dataset, values: np.ndarray, unit: str | None = None) -> np.ndarray:
+    """Angles in degrees: in ``unit`` ('deg' | 'rad') when given (``dataset.angle_unit``),
+    else as the ``units`` attribute says (degrees without one)."""
+    if unit is None:
+        units = ds.attrs.get("units", b"degrees")
+        units = units.decode() if isinstance(units, bytes) else str(units)
+        unit = "rad" if units.strip().lower() in ("rad", "radian", "radians") else "deg"
     values = np.asarray(values, dtype=np.float64).ravel()
-    return np.rad2deg(values) if units.strip().lower() in ("rad", "radian", "radians") else values
+    return np.rad2deg(values) if unit == "rad" else values
 
 
 def _check(path: str, arrays: Mapping[str, np.ndarray], keys: Mapping[str, str]) -> None:
@@ -127,7 +133,7 @@ def _check_content(path: str, arrays: Mapping[str, np.ndarray], keys: Mapping[st
 
 
 def read_dataexchange(
-    path: str | os.PathLike, *, keys: Mapping[str, str] | None = None
+    path: str | os.PathLike, *, keys: Mapping[str, str] | None = None, angle_unit: str | None = None
 ) -> dict[str, np.ndarray]:
     """Read a DataExchange scan (read-only).
 
@@ -138,6 +144,8 @@ def read_dataexchange(
     keys : mapping, optional
         Overrides of :data:`DATAEXCHANGE_KEYS` (``projections``, ``flats``, ``darks``, ``theta``
         -> dataset path).
+    angle_unit : {'deg', 'rad'}, optional
+        The unit of the stored angles; None: the ``units`` attribute (degrees without one).
 
     Returns
     -------
@@ -160,7 +168,7 @@ def read_dataexchange(
         out: dict[str, np.ndarray] = {}
         for name in ("projections", "flats", "darks", "theta"):
             ds = _dataset(f, keys[name], what[name])
-            out[name] = _theta_degrees(ds, ds[()]) if name == "theta" else np.asarray(ds[()])
+            out[name] = _theta_degrees(ds, ds[()], angle_unit) if name == "theta" else np.asarray(ds[()])
     _check(str(path), out, keys)
     return out
 
@@ -194,7 +202,7 @@ def _read_frames(ds: h5py.Dataset, index: np.ndarray) -> np.ndarray:
     return np.concatenate([ds[int(r[0]) : int(r[-1]) + 1] for r in runs], axis=0)
 
 
-def read_nxtomo(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_nxtomo(path: str | os.PathLike, *, angle_unit: str | None = None) -> dict[str, np.ndarray]:
     """Read an NXtomo scan (read-only): frames split by ``image_key`` (0 projection, 1 flat, 2 dark).
 
     The frames are ``<entry>/data/data`` or ``<entry>/instrument/detector/data``, the keys
@@ -236,7 +244,7 @@ def read_nxtomo(path: str | os.PathLike) -> dict[str, np.ndarray]:
             )
         data = entry[data_key]
         image_key = np.asarray(entry[key_key][()]).ravel()
-        angles = _theta_degrees(entry[angle_key], entry[angle_key][()])
+        angles = _theta_degrees(entry[angle_key], entry[angle_key][()], angle_unit)
         if data.ndim != 3:
             raise InputError(
                 f"{path}: '/{e}/{data_key}' has shape {data.shape} (expected a 3-D stack (frames, rows, columns))"

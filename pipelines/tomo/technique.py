@@ -16,9 +16,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.errors import ConfigError, NotApplicable
+from lossbound.core.gates import GateCheck
 from lossbound.core.noise import is_counts, poisson_resample
 from pipelines import TECHNIQUES, simfiles
 from pipelines.base import Dataset, Result, Technique, dataset_name
+from pipelines.tomo import gates as tomo_gates
 from pipelines.tomo import io as tomo_io
 from pipelines.tomo import recon
 from pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
@@ -106,7 +108,8 @@ class TomoTechnique(Technique):
 
         ``dataset_config`` keys: ``name``, ``format`` ('dataexchange' | 'nxtomo' | 'auto'),
         ``path``, ``adu_per_photon`` (the camera's gain; null: measured from the flats'
-        photon transfer, :func:`pipelines.tomo.gain.photon_transfer`) and, for the built-in simulation,
+        photon transfer, :func:`pipelines.tomo.gain.photon_transfer`), ``angle_unit`` (null: the
+        angle dataset's ``units`` attribute, degrees without one; or deg | rad) and, for the built-in simulation,
         ``simulation`` (keyword arguments of :func:`pipelines.tomo.simulate.simulate_tomo`): the file
         is (re)generated when missing or written with other parameters.
         """
@@ -134,7 +137,11 @@ class TomoTechnique(Technique):
                 )
             simfiles.check_home(path, cfg, hint=f"dataset=file dataset.path={path}")
             sim_params = ensure_simulation(path, simulation)
-        arrays, fmt = tomo_io.read_scan(path, fmt=fmt)
+        angle_unit = cfg.get("angle_unit")
+        if angle_unit is not None and angle_unit not in tomo_io.ANGLE_UNITS:
+            raise ConfigError(f"tomo dataset {path}: angle_unit must be null (the file's units attribute), deg or "
+                              f"rad, got {angle_unit!r}")
+        arrays, fmt = tomo_io.read_scan(path, fmt=fmt, angle_unit=angle_unit)
         theta = arrays["theta"]
         measured = photon_transfer(arrays["flats"], arrays["darks"])
         adu = declared if declared is not None else measured.get("gain")
@@ -150,6 +157,7 @@ class TomoTechnique(Technique):
             "n_flats": int(arrays["flats"].shape[0]),
             "n_darks": int(arrays["darks"].shape[0]),
             "angular_range_deg": float(theta.max() - theta.min()) if theta.size else 0.0,
+            "angle_unit": angle_unit,
             "simulated": sim_params is not None,
         }
         if sim_params is not None:
@@ -276,6 +284,44 @@ class TomoTechnique(Technique):
         if self.config["halves"]:
             out["recon_even"] = recon.reconstruct(sinos[:, 0::2], theta[0::2], **opts)
             out["recon_odd"] = recon.reconstruct(sinos[:, 1::2], theta[1::2], **opts)
+        return out
+
+    gate_defaults = tomo_gates.DEFAULTS
+
+    def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
+              settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
+        """The angles' span, the rotation centre against the entropy centre of the middle
+        selected row, and the raw half-set FRC (:mod:`pipelines.tomo.gates`)."""
+        out: list[GateCheck] = []
+        theta = np.asarray(data.arrays["theta"], dtype=np.float64)
+        s = settings["angle_unit"]
+        if s["action"] != "off":
+            out.append(tomo_gates.angle_check(theta, min_span=float(s["min_span_deg"]),
+                                              max_span=float(s["max_span_deg"]), unit=data.meta.get("angle_unit")))
+        s = settings["rotation_centre"]
+        if s["action"] != "off":
+            rows = self._rows(data.payload_array.shape[1])
+            selected = range(*rows.indices(data.payload_array.shape[1]))
+            middle = selected[len(selected) // 2]
+            sino = self._sinograms(data, slice(middle, middle + 1), self.defect_map(data, prepared))[0][0]
+            theta_rad = np.deg2rad(theta)
+            used = float(prepared["center"])
+            configured = self.config["center"] is not None
+            vo = recon.find_center(sino, theta) if configured else used
+            n_cols = sino.shape[-1]
+
+            def reconstruct(c: float) -> np.ndarray:
+                c = min(max(c, 0.0), n_cols - 1.0)
+                return recon.reconstruct(sino, theta_rad, center=c, backend=self.backend,
+                                         filter_name=self.config["filter_name"],
+                                         tomopy_algorithm=self.config["tomopy_algorithm"])
+
+            entropy, figures = tomo_gates.centre_by_entropy(reconstruct, vo)
+            out.append(tomo_gates.centre_check(used, vo, entropy, figures, configured=configured,
+                                               max_px=float(s["max_px"])))
+        s = settings["half_set_frc"]
+        if s["action"] != "off":
+            out.append(tomo_gates.frc_check(references.get("frc"), max_resolution_px=float(s["max_resolution_px"])))
         return out
 
     def noise_model(self, data: Dataset) -> str:
