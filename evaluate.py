@@ -1,74 +1,9 @@
-"""Entry point: ``python -m evaluate technique=tomo`` runs a study.
+"""``python -m evaluate technique=tomo`` in a checkout: the same as ``lossbound study technique=tomo``.
 
-A thin ``@hydra.main`` wrapper: composition lives in ``conf/``, the work in
-``lossbound.study``. It only tells the study what the launcher knows (jobs running side by
-side, the multirun's MLflow parent) and turns bad input into one line and a non-zero exit.
+Kept at the repository root for the documented command; it is not installed (the package's
+entry points are ``lossbound`` and ``python -m lossbound``).
 """
-from __future__ import annotations
-
-import logging
-import sys
-from pathlib import Path
-from typing import Any
-
-import hydra
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-
-from lossbound.core.errors import InputError
-
-ROOT = Path(__file__).resolve().parent
-OmegaConf.register_new_resolver("lossbound_root", lambda: str(ROOT), replace=True)
-log = logging.getLogger("evaluate")
-
-
-def runtime_info() -> dict[str, Any]:
-    """Jobs running side by side on this machine and the multirun parent, from Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    try:
-        hc = HydraConfig.get()
-    except ValueError:  # composed outside @hydra.main (tests)
-        return {}
-    if hc.mode != RunMode.MULTIRUN:
-        return {}
-    from lossbound.study.callbacks import multirun_parent
-    from lossbound.study.executor import available_cores
-
-    target = str(hc.launcher.get("_target_", "")).lower()
-    jobs = 1
-    if "joblib" in target:
-        n = hc.launcher.get("n_jobs") or -1
-        jobs = available_cores() if n < 0 else int(n)
-    elif "submitit" in target and "local" in target:
-        jobs = available_cores()  # submitit_local starts every job at once
-    label = f"{hc.job.name} multirun {Path(hc.sweep.dir).name}"
-    return {"parallel_jobs": jobs, "parent_run": multirun_parent(hc.sweep.dir, label)}
-
-
-def run(cfg: DictConfig):
-    """Resolve the config and run the study; returns the ``StudyResult``."""
-    from lossbound.study.study import Study
-
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    container.pop("hydra", None)
-    return Study(container, runtime_info()).run()
-
-
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except (InputError, OmegaConfBaseException) as exc:
-        # Bad input is the user's to fix: one line naming what is wrong, no traceback.
-        if isinstance(exc, MissingMandatoryValue):
-            msg = f"{exc.full_key} is required: set it on the command line, e.g. {exc.full_key}=..."
-        else:
-            msg = str(exc).strip().splitlines()[0]
-        log.error(msg)
-        sys.exit(f"error: {msg}")
-
+from lossbound.cli.evaluate import main
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchtools import make_frames  # noqa: E402,F401 - also this module's make_frames (moved there)
-from compressors import CODECS, CodecSetting, CodecWorker, RoundTrip  # noqa: E402
+from lossbound.codecs import CODECS, CodecSetting, CodecWorker, RoundTrip  # noqa: E402
 
 
 def build_settings(*, bounds: Sequence[float], codecs: Sequence[str], layouts: Sequence[Any]) -> list[CodecSetting]:
@@ -51,7 +51,7 @@ def bare_roundtrip(data: np.ndarray, setting: CodecSetting) -> tuple[np.ndarray,
     in-memory file, close; reopen and read the whole dataset.
 
     Returns ``(read back, compress seconds, decompress seconds)``. The filter object is built
-    before the clock starts (as :func:`compressors.roundtrip` does). A chain's pre-transform
+    before the clock starts (as :func:`lossbound.codecs.roundtrip` does). A chain's pre-transform
     (the noise quantiser) is not applied: pass the transformed array.
     """
     filt = setting.make_filter()

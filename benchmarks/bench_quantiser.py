@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchtools import median_time as timed  # noqa: E402
-from compressors.quantiser import quantise_counts  # noqa: E402
+from lossbound.codecs.quantiser import quantise_counts  # noqa: E402
 
 FILTERS = {
     "bitshuffle_lz4": lambda: hdf5plugin.Bitshuffle(cname="lz4"),
@@ -41,7 +41,7 @@ FILTERS = {
 
 
 def frame_4mpx() -> np.ndarray:
-    from pipelines.azint.simulate import simulate_powder
+    from lossbound.pipelines.azint.simulate import simulate_powder
 
     (frame,), _ = simulate_powder(detector="Eiger4M", poni_px=[1100.0, 1000.0], distance_mm=150.0,
                                   bad_pixels=0, zingers=0)

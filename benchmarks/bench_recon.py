@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchtools import best_time  # noqa: E402
-from pipelines.tomo import recon  # noqa: E402
-from pipelines.tomo.simulate import simulate_tomo  # noqa: E402
+from lossbound.pipelines.tomo import recon  # noqa: E402
+from lossbound.pipelines.tomo.simulate import simulate_tomo  # noqa: E402
 
 
 def available_backends() -> list[str]:
@@ -47,7 +47,7 @@ def bare_reconstruct(backend: str, sinos: np.ndarray, theta: np.ndarray, center:
 
     - algotom: ``fbp_reconstruction`` on the whole stack in projection order (one ramp
       window for all slices), CPU, ``ncore=1`` and one numba thread — its back-projection races
-      with more (see ``pipelines.tomo.recon._numba_threads``), as LossBound runs it;
+      with more (see ``lossbound.pipelines.tomo.recon._numba_threads``), as LossBound runs it;
     - scikit-image: ``iradon`` per slice (axis assumed at the middle column);
     - tomopy: ``tomopy.recon`` (gridrec) on the whole stack.
     """

@@ -109,11 +109,9 @@ def single_thread() -> Iterator[None]:
 # -- the project's config ------------------------------------------------------------------------
 def compose(overrides: Sequence[str]):
     """The project's Hydra config composed as ``python -m evaluate <overrides>`` would."""
-    import evaluate  # noqa: F401 - registers the ${lossbound_root:} resolver
-    from hydra import compose as _compose, initialize_config_dir
+    from lossbound.cli.config import compose as _compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return _compose("config", overrides=list(overrides))
+    return _compose(overrides)
 
 
 def resolved(cfg, key: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@
 Sections (medians over repeats; the machine is named at the top and in the JSON):
 
 overhead     wall time of the default tomography study vs its own work (target <= 10 %)
-codec        compressors.roundtrip vs a bare h5py write + read with the same filter (target within 10 %)
+codec        lossbound.codecs.roundtrip vs a bare h5py write + read with the same filter (target within 10 %)
 pipelines    pyFAI integrate1d bare vs the azint pipeline; FBP slices/s bare vs the tomo pipeline per
              backend; sx spot finding, indexing and whole-pipeline frames/s
 search       bisection vs a sqrt(2) grid: evaluations, wall time, same answer
@@ -110,7 +110,7 @@ def section_overhead(run: Run) -> Section:
 def codec_settings() -> list[Any]:
     """The issue's codec settings (``CodecSetting`` each): three error-bounded lossy codecs at 4 counts (ZFP
     and SPERR on float32), the three lossless filters, the noise quantiser at one sigma + Blosc2."""
-    from compressors import CodecSetting
+    from lossbound.codecs import CodecSetting
 
     return [CodecSetting("sz3", "absolute", 4), CodecSetting("zfp", "absolute", 4, input_dtype="float32"),
             CodecSetting("sperr", "absolute", 4, input_dtype="float32"), CodecSetting("blosc2"),
@@ -119,7 +119,7 @@ def codec_settings() -> list[Any]:
 
 def section_codec(run: Run) -> Section:
     import bench_codecs
-    from compressors import TRANSFORMS, roundtrip
+    from lossbound.codecs import TRANSFORMS, roundtrip
 
     n, ny, nx = (4, 128, 128) if run.smoke else (16, 1024, 1024)
     data = make_frames(frames=n, ny=ny, nx=nx, background=2.0, peaks=40, seed=0)
@@ -167,7 +167,7 @@ def section_codec(run: Run) -> Section:
                               + (f"; over: {', '.join(slow)}" if slow else "")))
     sec.notes += [
         f"median of {run.repeats} interleaved repeats after one warm-up per codec; MB/s of the original "
-        f"{data.dtype} bytes. ours = RoundTrip.compress_s + decompress_s of compressors.roundtrip (write_payload: "
+        f"{data.dtype} bytes. ours = RoundTrip.compress_s + decompress_s of lossbound.codecs.roundtrip (write_payload: "
         "dtype conversion, transform, create_dataset, chain attribute, close; reopen, read_payload); bare = "
         "input_dtype conversion + h5py create_dataset(**setting.make_filter(), chunks=setting.chunk_shape) + "
         "close; reopen, read the whole dataset.",
@@ -184,9 +184,9 @@ def section_codec(run: Run) -> Section:
 def _azint_rows(run: Run) -> list[dict[str, Any]]:
     """pyFAI integrate1d with the integrator built once vs the azint pipeline's run on the same frame."""
     from lossbound.core.types import Dataset
-    from pipelines.azint.simulate import COUNT_CUTOFF, geometry, simulate_powder, simulation_params
-    from pipelines.azint.technique import AzintTechnique
-    from pipelines.frames import sentinel_mask
+    from lossbound.pipelines.azint.simulate import COUNT_CUTOFF, geometry, simulate_powder, simulation_params
+    from lossbound.pipelines.azint.technique import AzintTechnique
+    from lossbound.pipelines.frames import sentinel_mask
 
     cfg = resolved(compose(["technique=azint"]), "technique")["pipeline"]
     tech = AzintTechnique(cfg)
@@ -216,8 +216,8 @@ def _recon_rows(run: Run) -> list[dict[str, Any]]:
     """FBP slices/s: the library's own call vs LossBound's wrapper and the tomo pipeline's run."""
     import bench_recon
     from lossbound.core.types import Dataset
-    from pipelines.tomo import recon
-    from pipelines.tomo.technique import TomoTechnique
+    from lossbound.pipelines.tomo import recon
+    from lossbound.pipelines.tomo.technique import TomoTechnique
 
     n_angles, n_rows, n_cols = (60, 2, 64) if run.smoke else (360, 16, 256)
     case = bench_recon.simulated_sinograms(n_angles=n_angles, n_rows=n_rows, n_cols=n_cols)
@@ -249,9 +249,9 @@ def _recon_rows(run: Run) -> list[dict[str, Any]]:
 
 def _sx_rows(run: Run) -> list[dict[str, Any]]:
     """Spot finding, indexing and the whole sx pipeline in frames/s on the built-in simulation."""
-    from pipelines.sx import indexing
-    from pipelines.sx import spots as sp
-    from pipelines.sx.technique import SxTechnique
+    from lossbound.pipelines.sx import indexing
+    from lossbound.pipelines.sx import spots as sp
+    from lossbound.pipelines.sx.technique import SxTechnique
 
     over = ["technique=sx", *([f"paths.reference_data={run.tmp / 'reference_data'}", *SX_SMALL] if run.smoke else [])]
     cfg = compose(over)
@@ -354,7 +354,7 @@ def section_search(run: Run) -> Section:
 # -- 5. scaling --------------------------------------------------------------------------------------
 def section_scaling(run: Run) -> Section:
     import study_engine
-    from compressors import CodecSetting, CodecWorker
+    from lossbound.codecs import CodecSetting, CodecWorker
     from lossbound.study.context import ContextSpec, build_context
     from lossbound.study.point import evaluate_point
 
@@ -435,8 +435,8 @@ def _smoke_thresholds(run: Run) -> list[str]:
 def section_feasibility(run: Run) -> Section:
     import h5py
 
-    from compressors import write_payload
-    from lossbound.study.thresholds import feasibility, load_thresholds, setting_for
+    from lossbound.codecs import write_payload
+    from lossbound.results.thresholds import feasibility, load_thresholds, setting_for
 
     files = run.thresholds or (_smoke_thresholds(run) if run.smoke
                                else sorted(glob.glob(str(ROOT / "runs" / "thresholds" / "*.yaml"))))
@@ -497,14 +497,14 @@ def section_feasibility(run: Run) -> Section:
     if not files:
         sec.notes.append("no thresholds file in runs/thresholds: run a study first (python -m evaluate)")
     sec.notes += [
-        "compressors.write_payload of a simulated Poisson stack (make_frames: background 2 counts, 40 spots per "
+        "lossbound.codecs.write_payload of a simulated Poisson stack (make_frames: background 2 counts, 40 spots per "
         "frame, in the entry's detector dtype) into an in-memory HDF5 file, including close; the setting "
         "rebuilt with setting_for(entry); frame size from the entry's one-frame chunks, "
         + ("cropped to 128 x 128 (smoke); " if run.smoke else "frames for ~32 MB (2 to 1024 frames); ")
         + f"median of {run.repeats_slow} after a warm-up, on one thread: BLOSC_NTHREADS=1 (hdf5plugin's Blosc and "
         "Blosc2 filters use 1 thread unless it says otherwise), threadpoolctl limits 1 (BLAS, OpenMP of "
         f"numpy/pyFAI); hdf5plugin built with OpenMP: {_plugin_openmp()}.",
-        "cores = ceil(rate / single-core throughput) with lossbound.study.thresholds.feasibility, 1 GB = 1e9 B; "
+        "cores = ceil(rate / single-core throughput) with lossbound.results.thresholds.feasibility, 1 GB = 1e9 B; "
         "detector rate = the file's acquisition.detector_gbps. 'study's MB/s' = what the study recorded "
         "(measured with both cores busy).",
     ]
@@ -545,7 +545,7 @@ def section_e2e(run: Run) -> Section:
             continue
         logfile = base / f"{technique}-{dataset or 'default'}.log"
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "evaluate", f"technique={technique}", *([f"dataset={dataset}"] if dataset else []),
+        cmd = [sys.executable, "-m", "lossbound", "study", f"technique={technique}", *([f"dataset={dataset}"] if dataset else []),
                f"paths.runs_dir={base / 'runs'}", f"paths.cache_dir={base / 'cache'}", "sweep.progress=false", *extra]
         with open(logfile, "w") as fh:
             proc, wall = seconds(lambda: subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT))

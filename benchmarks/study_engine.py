@@ -34,7 +34,7 @@ SQRT2_STEP = math.log(math.sqrt(2)) + 1e-6
 
 def study(overrides: Sequence[str]):
     """Run one study in this process, its context built as a new process would; ``StudyResult``."""
-    import evaluate
+    from lossbound.cli import evaluate
     from lossbound.study import context
 
     context.forget_contexts()  # each study builds its context as a new process would

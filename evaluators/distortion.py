@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, reject_unknown
-from evaluators.image import check_same_shape, psnr_from_mse, slab_bounds
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, reject_unknown
+from lossbound.evaluators.image import check_same_shape, psnr_from_mse, slab_bounds
 from lossbound.core.errors import ConfigError
 from lossbound.core.noise import poisson_sigma
 

@@ -20,9 +20,9 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 from scipy.signal.windows import tukey
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
-from evaluators.image import check_same_shape
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from lossbound.evaluators.image import check_same_shape
 from lossbound.core.errors import ConfigError
 
 __all__ = ["frc_curve", "frc_threshold", "frc_resolution", "FRCResolution", "FRC"]

@@ -15,8 +15,8 @@ from typing import Any, Iterator, Literal, Mapping
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
 from lossbound.core.masks import broadcast_mask, circle_mask
 
 __all__ = ["circle_mask", "check_same_shape", "psnr", "nrmse", "ssim", "ImageQuality"]

@@ -2,7 +2,7 @@
 
 Reads a result with, per frame, ``indexed``, ``basis`` (direct cell vectors as rows) and
 ``cell``, and the integrated reflections ``refl_frame``, ``refl_hkl``, ``refl_intensity``,
-``refl_sigma`` (see :mod:`pipelines.sx.technique`). Two indexings of one crystal may differ
+``refl_sigma`` (see :mod:`lossbound.pipelines.sx.technique`). Two indexings of one crystal may differ
 by a symmetry operation of the lattice (a and b swapped, say), so the compressed setting is
 first brought onto the raw one; the misorientation is the rotation left after that, and
 reflections are compared by their Miller indices in the raw setting.
@@ -14,10 +14,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
-from evaluators.spots import intensity_agreement
-from lossbound.core import lattice
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from lossbound.evaluators.spots import intensity_agreement
+from lossbound.diffraction import lattice
 
 __all__ = ["cell_deviation", "common_reflections"]
 

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
-from evaluators.image import broadcast_mask, check_same_shape
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from lossbound.evaluators.image import broadcast_mask, check_same_shape
 
 
 def _masked_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -20,9 +20,9 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import optimize, signal
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
-from evaluators.image import check_same_shape
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from lossbound.evaluators.image import check_same_shape
 from lossbound.core.errors import ConfigError
 
 __all__ = [

@@ -11,9 +11,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from skimage.filters import threshold_multiotsu
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
-from evaluators.image import check_same_shape, slab_bounds
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, check_mask_param, mask_for, reject_unknown, result_array
+from lossbound.evaluators.image import check_same_shape, slab_bounds
 from lossbound.core.errors import ConfigError
 
 __all__ = ["phase_labels", "dice", "phase_fractions", "Segmentation"]

@@ -2,7 +2,7 @@
 
 Pure functions first; the evaluator reads a result holding every frame's spots as
 concatenated arrays (``spot_frame``, ``spot_y``, ``spot_x``, ``spot_intensity``,
-``spot_sigma``) plus ``n_spots`` and ``hit`` per frame (see :mod:`pipelines.sx.spots`).
+``spot_sigma``) plus ``n_spots`` and ``hit`` per frame (see :mod:`lossbound.pipelines.sx.spots`).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.spatial import cKDTree
 
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator, Outcome, reject_unknown, result_array
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator, Outcome, reject_unknown, result_array
 
 __all__ = ["intensity_agreement", "match_spots"]
 

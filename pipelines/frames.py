@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core.detector import integrator_for  # re-exported: one integrator cache for pipelines and codecs
+from lossbound.diffraction.detector import integrator_for  # re-exported: one integrator cache for pipelines and codecs
 from lossbound.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)

@@ -160,9 +160,9 @@ class FramesModel:
 
 
 def frames_truth(data, model: FramesModel, *, note: str):
-    """The :class:`~pipelines.base.SimulationTruth` of a loaded frames dataset whose payload
+    """The :class:`~lossbound.pipelines.base.SimulationTruth` of a loaded frames dataset whose payload
     the simulation ``model`` wrote (None when the loader changed its shape, e.g. max_frames)."""
-    from pipelines.base import SimulationTruth
+    from lossbound.pipelines.base import SimulationTruth
 
     if model.expected.shape != data.payload_array.shape:
         return None

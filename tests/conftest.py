@@ -20,11 +20,9 @@ def shared_data() -> Path:
 
 def compose(overrides: list[str]):
     """The project's Hydra config composed as `python -m evaluate <overrides>` would."""
-    import evaluate  # noqa: F401 - registers the ${lossbound_root:} resolver
-    from hydra import compose as _compose, initialize_config_dir
+    from lossbound.cli.config import compose as _compose
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return _compose("config", overrides=overrides)
+    return _compose(overrides)
 
 
 def small_sim_overrides(tmp_path: Path) -> list[str]:
@@ -43,7 +41,7 @@ def small_sim_overrides(tmp_path: Path) -> list[str]:
 def rebuilt_filter_max_error(entry: dict, data: np.ndarray) -> float:
     """Store ``data`` (one frame per chunk) with the filter rebuilt from a thresholds-file entry,
     read it back through HDF5 and return the measured max absolute error."""
-    from lossbound.study.thresholds import rebuild_filter
+    from lossbound.results.thresholds import rebuild_filter
     import h5py
 
     arr = data.astype(entry["input_dtype"]) if entry.get("input_dtype") else data

@@ -1,4 +1,4 @@
-"""Applying an approved threshold to a user's HDF5 file (``python -m lossbound.apply``) and
+"""Applying an approved threshold to a user's HDF5 file (``lossbound apply``) and
 exporting it: real codecs through real HDF5 files, thresholds files built from real round trips."""
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import yaml
 
-from compressors import CodecSetting, read_payload, roundtrip, write_payload
-from lossbound.apply import VerificationError, apply_threshold, detector_valid, main, verify_payload
+from lossbound.codecs import CodecSetting, read_payload, roundtrip, write_payload
+from lossbound.cli.apply import VerificationError, apply_threshold, detector_valid, main, verify_payload
 from lossbound.core.types import PointResult
-from lossbound.study import signoff
-from lossbound.study.export import codec_config, create_dataset_kwargs
-from lossbound.study.thresholds import derive_thresholds, update_thresholds
+from lossbound.results import signoff
+from lossbound.results.export import codec_config, create_dataset_kwargs
+from lossbound.results.thresholds import derive_thresholds, update_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"score": {"min": 0.9}}
@@ -388,7 +388,7 @@ def test_missing_dataset_lists_the_available_ones(approved, tmp_path, capsys):
 def test_command_line_exit_code_without_traceback(approved, tmp_path):
     th, src, _ = approved
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "lossbound.apply", str(th), "--codec", "nope", str(src),
+    proc = subprocess.run([sys.executable, "-m", "lossbound.cli.apply", str(th), "--codec", "nope", str(src),
                            str(tmp_path / "o.h5")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error: ")
@@ -516,7 +516,7 @@ def test_apply_on_a_measured_saxs_frame(shared_data, tmp_path):
 
 
 def test_frame_modelling_codec_needs_and_uses_the_geometry(shared_data, tmp_path, capsys):
-    from pipelines.frames import load_geometry
+    from lossbound.pipelines.frames import load_geometry
 
     src = shared_data / "powder" / "AgBehenate_228.hdf5"
     poni = shared_data / "powder" / "AgBehenate_228_refined_dist.poni"

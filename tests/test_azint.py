@@ -11,11 +11,11 @@ import mlflow
 import numpy as np
 import pytest
 
-from compressors import read_payload, write_payload
+from lossbound.codecs import read_payload, write_payload
 from conftest import ROOT, compose
 from lossbound.core.errors import ConfigError, InputError
-from lossbound.study.thresholds import load_thresholds, setting_for
-from pipelines.azint.technique import AzintTechnique
+from lossbound.results.thresholds import load_thresholds, setting_for
+from lossbound.pipelines.azint.technique import AzintTechnique
 
 SMALL_SIM = ["dataset.simulation.detector=Pilatus300k", "dataset.simulation.poni_px=[300,240]",
              "dataset.simulation.distance_mm=120"]
@@ -28,7 +28,7 @@ def _small(tmp_path, extra=()) -> list[str]:
 
 @pytest.fixture(scope="module")
 def azint_study(tmp_path_factory):
-    import evaluate
+    from lossbound.cli import evaluate
 
     tmp = tmp_path_factory.mktemp("azint")
     cfg = compose(_small(tmp, ["codec=[sz3,zfp,quant_blosc2]", "search=grid", "sweep.bounds=[1,4,64]",
@@ -116,7 +116,7 @@ def test_measured_frames_load_with_their_masks_and_geometry(shared_data):
                           flipud=True, calibrant="CeO2"))
     assert ceo2.payload_array.shape == (1, 1043, 981) and ceo2.meta["masked_pixels"] > 70_000
     # with the flip, the refined CeO2 lattice parameter is the calibrant's to 0.1 %
-    from evaluators.profile import PowderPeaks
+    from lossbound.evaluators.profile import PowderPeaks
     from lossbound.core.types import Outcome
 
     raw = Outcome(ceo2, tech.run(ceo2, {}))
@@ -154,7 +154,7 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, cfg, message):
 
 
 def test_command_line_refuses_a_tomography_file_for_azint_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "evaluate", "technique=azint", "dataset=file",
+    proc = subprocess.run([sys.executable, "-m", "lossbound", "study", "technique=azint", "dataset=file",
                            f"dataset.path={tmp_path / 'scan.h5'}", f"paths.runs_dir={tmp_path / 'runs'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -198,7 +198,7 @@ def test_pilatus_cbf_header_gives_geometry_and_count_cutoff(shared_data):
 
 def test_compressed_hdf5_frames_read_without_anything_else_imported(shared_data):
     """read_frames registers the HDF5 filter plugins itself (the Eiger file is Bitshuffle-LZ4)."""
-    code = ("import sys; from pipelines.frames import read_frames; "
+    code = ("import sys; from lossbound.pipelines.frames import read_frames; "
             f"f, _ = read_frames(__import__('pathlib').Path(r'{shared_data / 'powder' / 'eiger9m_vacuum.h5'}'), "
             "max_frames=1); print(f.shape, f.dtype)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""The noise yardstick against simulations whose truth is known (lossbound.calibrate).
+"""The noise yardstick against simulations whose truth is known (lossbound.cli.calibrate).
 
 On small versions of the built-in simulations: the true effect of one dose of counting noise
 (the true result against independent measurements) and what the study's estimator (Poisson
@@ -13,7 +13,7 @@ import math
 import pytest
 
 from conftest import small_sim_overrides
-from lossbound.calibrate import compose  # resolved, as the command composes it
+from lossbound.cli.calibrate import compose  # resolved, as the command composes it
 from lossbound.study.calibrate import RATIO_RANGE, CriterionCalibration, calibrate, format_line
 from lossbound.study.context import ContextSpec, forget_contexts
 

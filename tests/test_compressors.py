@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-import compressors
-import compressors.hdf5 as hdf5_mod
-from compressors import (
+import lossbound.codecs
+import lossbound.codecs.hdf5 as hdf5_mod
+from lossbound.codecs import (
     CODECS,
     CodecCrash,
     CodecSetting,
@@ -355,8 +355,8 @@ def test_inline_worker_same_api(frames):
 
 
 def test_public_api_exported():
-    for name in compressors.__all__:
-        assert hasattr(compressors, name)
+    for name in lossbound.codecs.__all__:
+        assert hasattr(lossbound.codecs, name)
 
 
 def test_worker_close_and_reuse():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import compose, small_sim_overrides
-from pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
+from lossbound.pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
 
 
 def _frames(seed=0, n=12, shape=(6, 30), level=4000):
@@ -52,7 +52,7 @@ def test_zingers_are_removed_and_moving_structure_is_kept():
 def test_one_count_of_codec_error_on_a_scan_with_a_dead_pixel_passes(tmp_path):
     """The dead pixel (flat = dark = 0) used to turn any error on its zero into a streak:
     float codecs failed at every bound. Now an error of at most 1 count passes, for all."""
-    import evaluate
+    from lossbound.cli import evaluate
 
     res = evaluate.run(compose(small_sim_overrides(tmp_path) + [
         "codec=[sz3,zfp,sperr]", "search=grid", "sweep.bounds=[1]", "sweep.baselines=[]",
@@ -65,8 +65,8 @@ def test_one_count_of_codec_error_on_a_scan_with_a_dead_pixel_passes(tmp_path):
 
 
 def test_ring_removal_is_an_option_that_changes_little_on_a_clean_scan():
-    from pipelines import TECHNIQUES
-    from pipelines.tomo.simulate import simulate_tomo
+    from lossbound.pipelines import TECHNIQUES
+    from lossbound.pipelines.tomo.simulate import simulate_tomo
     from lossbound.core.types import Dataset
 
     a = simulate_tomo(n_angles=90, n_rows=3, n_cols=64)

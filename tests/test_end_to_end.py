@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, compose, rebuilt_filter_max_error, small_sim_overrides
-from lossbound.study.thresholds import load_thresholds
+from lossbound.results.thresholds import load_thresholds
 
 
 @pytest.fixture(scope="module")
 def sweep_result(tmp_path_factory):
-    import evaluate
+    from lossbound.cli import evaluate
 
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "search=grid", "sweep.bounds=[1,8,4096]",
@@ -68,7 +68,7 @@ def test_thresholds_file_rebuilds_a_filter_that_keeps_its_bound(sweep_result):
 
 
 def test_raw_result_is_cached_between_sweeps(tmp_path):
-    import evaluate
+    from lossbound.cli import evaluate
 
     overrides = small_sim_overrides(tmp_path) + ["codec=[sz3]", "search=grid", "sweep.bounds=[2]",
                                                  "sweep.baselines=[]", "paths.journal_dir=null"]
@@ -82,8 +82,8 @@ def test_raw_result_is_cached_between_sweeps(tmp_path):
 
 
 def test_a_crashing_point_is_recorded_failed_and_the_study_goes_on(tmp_path, monkeypatch):
-    import evaluate
-    from pipelines.tomo.technique import TomoTechnique
+    from lossbound.cli import evaluate
+    from lossbound.pipelines.tomo.technique import TomoTechnique
 
     real_run = TomoTechnique.run
 
@@ -120,7 +120,7 @@ def test_a_crashing_point_is_recorded_failed_and_the_study_goes_on(tmp_path, mon
 def test_missing_input_file_is_one_line_and_nonzero_exit(tmp_path):
     missing = tmp_path / "nope.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluate", "dataset=file", f"dataset.path={missing}",
+        [sys.executable, "-m", "lossbound", "study", "dataset=file", f"dataset.path={missing}",
          f"paths.runs_dir={tmp_path / 'runs'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
@@ -131,7 +131,7 @@ def test_missing_input_file_is_one_line_and_nonzero_exit(tmp_path):
 
 
 def test_unknown_tolerance_metric_is_a_config_error(tmp_path):
-    import evaluate
+    from lossbound.cli import evaluate
     from lossbound.core.errors import ConfigError
 
     cfg = compose(small_sim_overrides(tmp_path) + ["codec=[sz3]", "sweep.bounds=[2]",
@@ -143,9 +143,9 @@ def test_unknown_tolerance_metric_is_a_config_error(tmp_path):
 def test_two_users_scans_with_one_name_both_stay_in_the_thresholds_file(tmp_path):
     """Two users' own scans, both `scan.h5` and both run as dataset=file, keep two entries
     (`scan`, `scan-2`); the combined bound names the one that limits it."""
-    import evaluate
+    from lossbound.cli import evaluate
     from lossbound.study import context
-    from pipelines.tomo.simulate import simulate_tomo, write_dataexchange
+    from lossbound.pipelines.tomo.simulate import simulate_tomo, write_dataexchange
 
     paths = []
     for user, seed in (("u1", 1), ("u2", 2)):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from evaluators import EVALUATORS
-from evaluators.base import Outcome
-from evaluators.distortion import error_in_sigma, max_abs_error, poisson_sigma
-from evaluators.frc import frc_curve, frc_resolution, frc_threshold
-from evaluators.image import circle_mask, nrmse, psnr, ssim
-from evaluators.segmentation import dice, phase_fractions, phase_labels
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Outcome
+from lossbound.evaluators.distortion import error_in_sigma, max_abs_error, poisson_sigma
+from lossbound.evaluators.frc import frc_curve, frc_resolution, frc_threshold
+from lossbound.evaluators.image import circle_mask, nrmse, psnr, ssim
+from lossbound.evaluators.segmentation import dice, phase_fractions, phase_labels
 from lossbound.core.errors import ConfigError
-from pipelines.base import Dataset
+from lossbound.pipelines.base import Dataset
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -409,7 +409,7 @@ def test_distortion_evaluator_bias_and_sigma_units():
 
 
 def test_distortion_chunks_large_payloads(monkeypatch):
-    import evaluators.image as image
+    import lossbound.evaluators.image as image
 
     monkeypatch.setattr(image, "_SLAB_ELEMENTS", 50)  # one 80-pixel frame per slab
     assert len(list(image.slab_bounds((7, 8, 10)))) == 7
@@ -446,7 +446,7 @@ def test_evaluator_configuration_errors():
 
 
 def test_slabbed_image_metrics_equal_unslabbed(monkeypatch):
-    import evaluators.image as image
+    import lossbound.evaluators.image as image
 
     rng = np.random.default_rng(12)
     ref = rng.uniform(0, 1, (5, 12, 12)).astype(np.float32)

@@ -60,7 +60,7 @@ def test_ceo2_with_the_dioptas_flip_passes_and_without_it_the_study_refuses_nami
     assert report.records["orientation"]["value"] == 1.0
     assert report.records["beam_centre"]["value"] < 0.5  # a PONI fitted on this frame: 0.10 px
     # the whole command, as a user runs it: one line, exit 1, the orientation and the fix named
-    proc = subprocess.run([sys.executable, "-m", "evaluate", "technique=azint", "dataset=ceo2_pilatus",
+    proc = subprocess.run([sys.executable, "-m", "lossbound", "study", "technique=azint", "dataset=ceo2_pilatus",
                            "dataset.flipud=false", f"paths.runs_dir={tmp_path / 'runs'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -97,7 +97,7 @@ def test_azint_beam_centre_off_by_five_pixels_is_measured_and_warned(tmp_path):
 
 
 def test_a_warning_is_recorded_in_the_thresholds_file_mlflow_and_the_report(tmp_path):
-    import evaluate
+    from lossbound.cli import evaluate
 
     part, _ = _part([*AZINT_SMALL, f"paths.reference_data={tmp_path}"], tmp_path / "cache")
     poni = _shifted_poni(tmp_path / "sim_azint.poni", tmp_path / "off.poni", cols=-4)

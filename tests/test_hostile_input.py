@@ -86,7 +86,7 @@ def _digest(path: Path) -> str | None:
 
 
 def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evaluate", *args, f"paths.runs_dir={tmp / 'runs'}",
+    return subprocess.run([sys.executable, "-m", "lossbound", "study", *args, f"paths.runs_dir={tmp / 'runs'}",
                            "sweep.progress=false"], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -144,7 +144,7 @@ def test_default_dataset_with_another_path_is_refused_not_simulated(tmp_path):
 def test_nan_pixels_are_defective_pixels_and_the_study_runs(tmp_path, caplog):
     """A detector that writes NaN for bad pixels: they are counted and interpolated (lossless
     codecs only here: SZ3 on float data with NaN did not finish a 40x4x40 stack in 300 s)."""
-    import evaluate
+    from lossbound.cli import evaluate
 
     proj = _scan()["data"].astype(np.float32)
     proj[:, 1, 7] = np.nan      # a pixel NaN in every frame
@@ -163,7 +163,7 @@ def test_nan_pixels_are_defective_pixels_and_the_study_runs(tmp_path, caplog):
 
 
 def test_a_study_where_every_point_fails_ends_normally(tmp_path):
-    import evaluate
+    from lossbound.cli import evaluate
 
     res = evaluate.run(compose(small_sim_overrides(tmp_path) + [
         "codec=[sz3]", "search=grid", "sweep.bounds=[2,8]", "sweep.timeout_s=0.0001", "sweep.workers=1"]))

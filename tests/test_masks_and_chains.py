@@ -7,7 +7,7 @@ import hdf5plugin  # noqa: F401  (registers the filters for the plain-h5py read)
 import numpy as np
 import pytest
 
-from compressors import CodecSetting, read_payload, roundtrip, write_payload
+from lossbound.codecs import CodecSetting, read_payload, roundtrip, write_payload
 
 SETTINGS = [
     CodecSetting("sz3", "absolute", 4), CodecSetting("sz", "absolute", 4),

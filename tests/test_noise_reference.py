@@ -10,9 +10,9 @@ from lossbound.core.errors import ConfigError, NotApplicable
 from lossbound.core.noise import is_counts, poisson_resample
 from lossbound.core.types import Dataset
 from lossbound.study.executor import WorkerPool
-from lossbound.study.noise_reference import NoiseSettings, noise_effects
-from lossbound.study.tolerance import Tolerances
-from pipelines import TECHNIQUES
+from lossbound.criteria.noise_reference import NoiseSettings, noise_effects
+from lossbound.criteria.tolerance import Tolerances
+from lossbound.pipelines import TECHNIQUES
 
 
 def test_poisson_resample_has_the_counting_variance_and_keeps_defects():
@@ -203,8 +203,8 @@ def test_a_short_noise_reference_never_waits_for_a_worker_still_starting(tmp_pat
 
 
 def test_the_flats_photon_transfer_measures_the_cameras_gain():
-    from pipelines.tomo.gain import photon_transfer
-    from pipelines.tomo.simulate import simulate_tomo
+    from lossbound.pipelines.tomo.gain import photon_transfer
+    from lossbound.pipelines.tomo.simulate import simulate_tomo
 
     scan = simulate_tomo(n_angles=20, n_rows=16, n_cols=96)           # 1 ADU per photon, read noise 2.5 ADU
     got = photon_transfer(scan["flats"], scan["darks"])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluators.profile import (
+from lossbound.evaluators.profile import (
     PowderPeaks, d_spacing, find_strong_peaks, fit_peak, guinier_fit, log_binned_ratio, profile_deviation,
     pseudo_voigt, refine_cubic_lattice,
 )
@@ -50,8 +50,8 @@ def test_poisson_noise_alone_gives_reduced_chi2_of_one():
 def test_pipeline_sigma_is_the_counting_noise():
     """Through pyFAI: two Poisson realisations of one expected frame differ by sqrt(2) sigma per
     bin, i.e. reduced chi2 = 2 against one of them (1 per realisation)."""
-    from pipelines.azint.simulate import simulate_powder
-    from pipelines.azint.technique import AzintTechnique
+    from lossbound.pipelines.azint.simulate import simulate_powder
+    from lossbound.pipelines.azint.technique import AzintTechnique
 
     params = dict(bad_pixels=0, zingers=0, seed=5)
     (a,), ai = simulate_powder(**params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compressors.quantiser import quantise_counts, quantiser_steps, quantiser_table
+from lossbound.codecs.quantiser import quantise_counts, quantiser_steps, quantiser_table
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0, 2.0])

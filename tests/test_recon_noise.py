@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluators import EVALUATORS
-from evaluators.base import Outcome
-from evaluators.image import circle_mask
-from evaluators.noise import error_to_noise, half_set_noise
-from pipelines.tomo.simulate import simulate_tomo
-from pipelines import TECHNIQUES
-from pipelines.base import Dataset
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Outcome
+from lossbound.evaluators.image import circle_mask
+from lossbound.evaluators.noise import error_to_noise, half_set_noise
+from lossbound.pipelines.tomo.simulate import simulate_tomo
+from lossbound.pipelines import TECHNIQUES
+from lossbound.pipelines.base import Dataset
 
 
 def _recon(seed: int):

@@ -13,14 +13,14 @@ import yaml
 
 from browser import inspect_page, png_size, require_browser
 from conftest import ROOT, compose, small_sim_overrides
-from lossbound.study.report import criterion_use, ratio_at
-from lossbound.study.signoff import record_review, review_status, runs_behind
-from lossbound.study.thresholds import feasibility
+from lossbound.results.report import criterion_use, ratio_at
+from lossbound.results.signoff import record_review, review_status, runs_behind
+from lossbound.results.thresholds import feasibility
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    import evaluate
+    from lossbound.cli import evaluate
 
     tmp = tmp_path_factory.mktemp("report")
     cfg = compose(small_sim_overrides(tmp) + ["codec=[sz3,zfp]", "search=grid", "sweep.bounds=[2,32,512]",
@@ -76,7 +76,7 @@ def test_report_renders_in_chromium_with_every_plot_and_shows_a_sign_off(study, 
     codec = next(c for c, e in doc["codecs"].items() if e["bound"] is not None)
     record_review(res.thresholds_path, codec, decision="approve", reviewer="ada", note="checked against the FRC",
                   authenticated=False, runs=runs_behind(doc, codec))
-    proc = subprocess.run([sys.executable, "-m", "lossbound.report", "tomo", "--runs-dir", str(tmp / "runs")],
+    proc = subprocess.run([sys.executable, "-m", "lossbound.cli.report", "tomo", "--runs-dir", str(tmp / "runs")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     check = inspect_page(report, screenshot=tmp_path / "tomo_report_approved.png")
@@ -88,7 +88,7 @@ def test_a_stray_file_beside_the_thresholds_is_left_out_of_the_gain_table(study,
     stray = res.thresholds_path.parent / "notes.yaml"
     stray.write_text("- just a list\n")
     try:
-        proc = subprocess.run([sys.executable, "-m", "lossbound.report", "tomo", "--runs-dir", str(tmp / "runs")],
+        proc = subprocess.run([sys.executable, "-m", "lossbound.cli.report", "tomo", "--runs-dir", str(tmp / "runs")],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
     finally:
         stray.unlink()
@@ -97,7 +97,7 @@ def test_a_stray_file_beside_the_thresholds_is_left_out_of_the_gain_table(study,
 
 
 def test_report_command_names_a_missing_thresholds_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "lossbound.report", "nosuch", "--runs-dir", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "lossbound.cli.report", "nosuch", "--runs-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "nosuch.yaml" in proc.stderr
@@ -105,7 +105,7 @@ def test_report_command_names_a_missing_thresholds_file(tmp_path):
 
 def test_a_changed_tolerance_makes_an_approval_stale(study):
     tmp, res = study
-    import evaluate
+    from lossbound.cli import evaluate
 
     doc = yaml.safe_load(res.thresholds_path.read_text())
     codec = next(c for c, e in doc["codecs"].items() if e["bound"] is not None)
@@ -140,7 +140,7 @@ def test_ratio_at_a_bound_not_tested_takes_the_next_less_lossy_value():
 
 def test_gain_and_recommendation_use_the_worst_dataset_and_skip_unknowns_and_rejections():
     from lossbound.core.types import PointResult
-    from lossbound.study.report import TechniqueRecord, gain_rows, recommended, worst_ratio
+    from lossbound.results.report import TechniqueRecord, gain_rows, recommended, worst_ratio
 
     def pts(ds, codec, ratios):
         return [PointResult(point_id=f"{ds}{codec}{v}", label="", dataset=ds, lossy=True, passed=True,

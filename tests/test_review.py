@@ -1,4 +1,4 @@
-"""Expert sign-off (``python -m lossbound.review``): tags on the real MLflow runs behind a
+"""Expert sign-off (``lossbound review``): tags on the real MLflow runs behind a
 threshold, the decision in the thresholds file, staleness, and — against a real basic-auth
 tracking server on 127.0.0.1 — the reviewer is the logged-in user and READ cannot sign off."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ from mlflow import MlflowClient
 
 from lossbound.core.errors import InputError
 from lossbound.core.types import PointResult
-from lossbound.review import TAG_PREFIX, main
-from lossbound.study import signoff
-from lossbound.study.thresholds import derive_thresholds, update_thresholds
-from lossbound.study.tracking import Tracker
+from lossbound.cli.review import TAG_PREFIX, main
+from lossbound.results import signoff
+from lossbound.results.thresholds import derive_thresholds, update_thresholds
+from lossbound.tracking.tracker import Tracker
 from servers import mlflow_server
 
 TOL = {"ssim": {"min": 0.9}}

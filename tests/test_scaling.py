@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import small_sim_overrides
-from lossbound.calibrate import compose  # resolved, as the command composes it
+from lossbound.cli.calibrate import compose  # resolved, as the command composes it
 from lossbound.core.types import Outcome
 from lossbound.study.context import ContextSpec, raw_part
-from lossbound.study.noise_reference import split_metrics
+from lossbound.criteria.noise_reference import split_metrics
 
 SMALL = {
     "tomo": lambda tmp: small_sim_overrides(tmp),

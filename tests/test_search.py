@@ -7,8 +7,10 @@ import pytest
 
 from lossbound.core.errors import ConfigError
 from lossbound.core.types import PointResult
-from lossbound.study.search import BisectSearch, GridSearch, make_search, non_monotonic
-from lossbound.study.tolerance import Tolerances
+from lossbound.search import make_search, non_monotonic
+from lossbound.search.bisect import BisectSearch
+from lossbound.search.grid import GridSearch
+from lossbound.criteria.tolerance import Tolerances
 
 TOL = Tolerances({"err": {"max": 0.5}, "dice": {"min": 0.99}})
 IDEAL = {"err": 0.0, "dice": 1.0}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.tomo.simulate import (
+from lossbound.pipelines.tomo.simulate import (
     MATERIALS,
     read_simulation_attrs,
     simulate_tomo,
     simulation_params,
     write_dataexchange,
 )
-from pipelines.tomo.io import read_dataexchange, read_ground_truth
+from lossbound.pipelines.tomo.io import read_dataexchange, read_ground_truth
 
 SMALL = dict(n_angles=90, n_rows=6, n_cols=128, n_flats=12, n_darks=12)
 CLEAN = dict(dead_pixels=0, hot_pixels=0, zingers=0)  # the statistics below are of working pixels

@@ -12,7 +12,7 @@ import pytest
 
 from browser import inspect_page, require_browser
 from conftest import ROOT
-from lossbound.study.thresholds import load_thresholds
+from lossbound.results.thresholds import load_thresholds
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def azint_runs(tmp_path_factory, request):
     before = {ds: _sha(shared / "powder" / f) for ds, f in MEASURED.items()}
     outputs = {}
     for ds in ["sim_azint", *MEASURED]:
-        args = [sys.executable, "-m", "evaluate", "technique=azint", f"paths.runs_dir={runs}", "sweep.progress=false"]
+        args = [sys.executable, "-m", "lossbound", "study", "technique=azint", f"paths.runs_dir={runs}", "sweep.progress=false"]
         if ds != "sim_azint":
             args.append(f"dataset={ds}")
         proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200)

@@ -20,7 +20,7 @@ GRID = "[1,1.414,2,2.828,4,5.657,8,11.31,16]"
                       "codec.sparsify_m2.bounds=[1,1.414,2,2.828,4]"]),
 ])
 def test_verdicts_over_a_fine_grid_are_monotonic_or_reported(technique, dataset, extra, tmp_path, shared_data):
-    import evaluate
+    from lossbound.cli import evaluate
 
     res = evaluate.run(compose([f"technique={technique}", f"dataset={dataset}", f"paths.runs_dir={tmp_path / 'runs'}",
                                 f"paths.cache_dir={ROOT / 'runs' / 'cache'}", "search=grid", f"sweep.bounds={GRID}",

@@ -13,9 +13,9 @@ import mlflow
 import pytest
 
 from conftest import ROOT, compose, rebuilt_filter_max_error, small_sim_overrides
-from compressors import roundtrip
-from lossbound.study.thresholds import load_thresholds, setting_for
-from pipelines.tomo.simulate import simulate_tomo
+from lossbound.codecs import roundtrip
+from lossbound.results.thresholds import load_thresholds, setting_for
+from lossbound.pipelines.tomo.simulate import simulate_tomo
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def default_runs(tmp_path_factory):
     """The README's main job, as a user types it (bisection search by default)."""
     runs = tmp_path_factory.mktemp("default") / "runs"
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluate", "technique=tomo", f"paths.runs_dir={runs}", "sweep.progress=false"],
+        [sys.executable, "-m", "lossbound", "study", "technique=tomo", f"paths.runs_dir={runs}", "sweep.progress=false"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_default_study_as_in_readme(default_runs):
 
 
 def test_tooth_after_the_default_keeps_both_and_names_the_limiting_dataset(default_runs, shared_data):
-    import evaluate
+    from lossbound.cli import evaluate
 
     runs, _ = default_runs
     tooth = shared_data / "tomo" / "tooth.h5"
@@ -131,7 +131,7 @@ def tracking_server(tmp_path):
 def _multirun(tmp_path, launcher: list[str], extra: list[str] = ()) -> subprocess.CompletedProcess:
     over = small_sim_overrides(tmp_path) + ["search=grid", "sweep.bounds=[2,32,512]", *extra]
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluate", "-m", "technique=tomo", "codec=sz3,sz,zfp,sperr", *launcher, *over],
+        [sys.executable, "-m", "lossbound", "study", "-m", "technique=tomo", "codec=sz3,sz,zfp,sperr", *launcher, *over],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -173,7 +173,7 @@ def test_submitit_local_multirun_merges_one_thresholds_file(tmp_path):
 def test_verdicts_do_not_flip_from_fail_back_to_pass_over_the_default_range(dataset, tmp_path, shared_data):
     """Every codec on every shipped dataset, over the default grid: once a bound fails, every
     larger bound fails too (the defective-pixel handling removed the jumps seen on real scans)."""
-    import evaluate
+    from lossbound.cli import evaluate
 
     res = evaluate.run(compose([f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={ROOT / 'runs' / 'cache'}",
                                 f"dataset={dataset}", "search=grid", "sweep.progress=false",

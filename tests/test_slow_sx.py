@@ -11,7 +11,7 @@ import pytest
 
 from browser import inspect_page, require_browser
 from conftest import ROOT
-from lossbound.study.thresholds import load_thresholds
+from lossbound.results.thresholds import load_thresholds
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
                   ["dataset=file", f"dataset.path={user}", "dataset.cell=[58,58,150,90,90,90]",
                    "dataset.space_group=P41212", "codec=[sparsify_m2]", "search=grid", "codec.sparsify_m2.bounds=[3,6]",
                    "technique.noise_reference.mode=off"]):  # (saves CI a minute; the others have it)
-        proc = subprocess.run([sys.executable, "-m", "evaluate", "technique=sx", f"paths.runs_dir={runs}",
+        proc = subprocess.run([sys.executable, "-m", "lossbound", "study", "technique=sx", f"paths.runs_dir={runs}",
                                "sweep.progress=false", *extra], cwd=ROOT, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
     doc = load_thresholds(runs / "thresholds" / "sx.yaml")

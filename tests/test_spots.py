@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluators.spots import SpotAgreement, intensity_agreement, match_spots
+from lossbound.evaluators.spots import SpotAgreement, intensity_agreement, match_spots
 from lossbound.core.types import Dataset, Outcome
-from pipelines.sx.spots import find_spots, hits
+from lossbound.pipelines.sx.spots import find_spots, hits
 
 
 def _frame(rng, centres, *, background=2.0, amplitude=80.0, width=0.8):
@@ -67,8 +67,8 @@ def test_spot_agreement_evaluator_measures_lost_and_moved_spots():
 def test_thaumatin_stills_have_spots_and_few_at_random(shared_data):
     from pathlib import Path
 
-    from pipelines.frames import geometry_from_header, read_frames, sentinel_mask
-    from pipelines.sx.spots import background_model
+    from lossbound.pipelines.frames import geometry_from_header, read_frames, sentinel_mask
+    from lossbound.pipelines.sx.spots import background_model
 
     frames, header = read_frames(Path(shared_data / "mx" / "thaumatin_grid" / "thau_3_2_0001.cbf.bz2"))
     masked = sentinel_mask(frames, count_cutoff=header["count_cutoff"])

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, compose, small_sim_overrides
 from lossbound.core.errors import ConfigError
-from lossbound.study.thresholds import load_thresholds
+from lossbound.results.thresholds import load_thresholds
 
 # sqrt(2) steps over [2, 2048], rounded to integers: the default data are integer counts, where a
 # fractional absolute bound is no tighter (and SZ exceeds it by rounding it up)
@@ -23,7 +23,7 @@ GRID = [round(2 * math.sqrt(2) ** k) for k in range(21)]
 
 
 def _run(overrides):
-    import evaluate
+    from lossbound.cli import evaluate
     from lossbound.study import context
 
     context.forget_contexts()  # as a new process would
@@ -117,7 +117,7 @@ def test_a_dataset_logged_by_two_jobs_at_once_is_linked_not_an_error(tmp_path, m
     a tracking server); the loser's retry must find the row and link it to its run."""
     from mlflow.exceptions import RestException
 
-    from lossbound.study.tracking import Tracker
+    from lossbound.tracking.tracker import Tracker
 
     tracker = Tracker({"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "race"})
     first, second = tracker.start_run("a"), tracker.start_run("b")
@@ -144,11 +144,11 @@ def test_a_dataset_logged_by_two_jobs_at_once_is_linked_not_an_error(tmp_path, m
 def test_a_decompressed_output_seen_before_shares_that_points_result(tmp_path, monkeypatch):
     """ZFP's accuracy acts in powers of two: 2, 2.5 and 3.5 write the same data. The pipeline
     runs once for them, and the shared metrics are those a full evaluation gives."""
-    from compressors import CodecSetting
+    from lossbound.codecs import CodecSetting
     from lossbound.study import context
     from lossbound.study.executor import PointRunner, WorkerPool
     from lossbound.study.point import evaluate_point
-    from pipelines.tomo.technique import TomoTechnique
+    from lossbound.pipelines.tomo.technique import TomoTechnique
 
     runs = []
     real_run = TomoTechnique.run

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import compose
 from lossbound.core.errors import ConfigError, InputError
-from pipelines.sx.technique import SxTechnique
+from lossbound.pipelines.sx.technique import SxTechnique
 
 SMALL = ["dataset.simulation.n_frames=3", "dataset.simulation.misses=[1]", "+dataset.simulation.detector=Pilatus300k",
          "+dataset.simulation.beam_px=[240.0,300.0]", "+dataset.simulation.distance_mm=120.0"]
@@ -20,7 +20,7 @@ def _overrides(tmp_path, extra=()) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sx_study(tmp_path_factory):
-    import evaluate
+    from lossbound.cli import evaluate
 
     tmp = tmp_path_factory.mktemp("sx")
     cfg = compose(_overrides(tmp, ["codec=[sz3,quant_blosc2,sparsify_m2]", "search=grid", "sweep.bounds=[1,8]",
@@ -69,7 +69,7 @@ def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
     assert sparse.metrics["indexed_agreement"] == 1.0 and sparse.metrics["refl_cc_strong"] > 0.95
     worst = next(p for p in res.points if p.setting["codec"] == "sz3" and p.setting["value"] == 8.0)
     assert worst.metrics["spot_f1"] < 0.95 and not worst.passed  # 8 counts on a ~2-count background
-    from lossbound.study.thresholds import load_thresholds
+    from lossbound.results.thresholds import load_thresholds
 
     doc = load_thresholds(tmp / "runs" / "thresholds" / "sx.yaml")
     assert doc["datasets"]["sim_sx"]["codecs"]["sz3"]["first_failure"] is not None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg  # noqa: F401  (loaded first on purpose: the indexer must not care)
 
-from lossbound.core import lattice
+from lossbound.diffraction import lattice
 from lossbound.core.errors import ConfigError
 
 CELL = [58.0, 58.0, 150.0, 90.0, 90.0, 90.0]
@@ -61,7 +61,7 @@ def test_misorientation_sees_through_lattice_symmetry_and_measures_the_rest():
 
 
 def test_indexer_recovers_a_known_orientation_and_rejects_random_spots():
-    from pipelines.sx.indexing import cctbx_available, indexer
+    from lossbound.pipelines.sx.indexing import cctbx_available, indexer
 
     if not cctbx_available():
         pytest.skip("cctbx-base is not installed")
@@ -87,7 +87,7 @@ def test_indexer_recovers_a_known_orientation_and_rejects_random_spots():
 
 
 def test_integration_at_predicted_positions_sums_the_spot_above_its_background():
-    from pipelines.sx.spots import integrate_boxes
+    from lossbound.pipelines.sx.spots import integrate_boxes
 
     rng = np.random.default_rng(1)
     frame = rng.poisson(3.0, (64, 64)).astype(np.int32)
@@ -118,7 +118,7 @@ def _result(bases, hkl, intensity, sigma):
 
 
 def test_indexing_evaluator_aligns_settings_and_sees_lost_frames_and_changed_intensities():
-    from evaluators.indexing import IndexingAgreement
+    from lossbound.evaluators.indexing import IndexingAgreement
 
     rng = np.random.default_rng(2)
     basis = _true_basis()
@@ -155,7 +155,7 @@ def test_indexing_evaluator_aligns_settings_and_sees_lost_frames_and_changed_int
 
 @pytest.fixture(scope="module")
 def small_stills(tmp_path_factory):
-    from pipelines.sx.technique import SxTechnique
+    from lossbound.pipelines.sx.technique import SxTechnique
 
     tmp = tmp_path_factory.mktemp("stills")
     cfg = {"name": "sim", "path": str(tmp / "sim.h5"), "generate_at": str(tmp / "sim.h5"), "cell": CELL,
@@ -165,8 +165,8 @@ def small_stills(tmp_path_factory):
 
 
 def test_sparsify_keeps_spots_exactly_replaces_background_and_restores_the_mask(small_stills):
-    from compressors.hdf5 import roundtrip
-    from compressors.specs import settings_from_config
+    from lossbound.codecs.hdf5 import roundtrip
+    from lossbound.codecs.specs import settings_from_config
 
     data = small_stills
     frames = data.payload_array
@@ -190,7 +190,7 @@ def test_sparsify_keeps_spots_exactly_replaces_background_and_restores_the_mask(
 
 
 def test_sparsify_needs_a_geometry_and_integer_counts():
-    from compressors.specs import settings_from_config
+    from lossbound.codecs.specs import settings_from_config
 
     (setting,) = settings_from_config("sparsify_m2", {"codec": "sparsify_m2", "mode": "k_sigma", "bounds": [4]})
     with pytest.raises(ConfigError, match="geometry"):
@@ -200,8 +200,8 @@ def test_sparsify_needs_a_geometry_and_integer_counts():
     setting.validate(np.dtype("int32"), has_geometry=True)
 
 
-def test_a_dead_index_worker_is_restarted_and_a_frame_it_dies_on_twice_is_not_indexed(tmp_path, monkeypatch):
-    from pipelines.sx import indexing
+def test_a_dead_index_worker_is_restarted_and_one_that_cannot_start_is_an_error(tmp_path, monkeypatch):
+    from lossbound.pipelines.sx import indexing
 
     if not indexing.cctbx_available():
         pytest.skip("cctbx-base is not installed")
@@ -214,13 +214,21 @@ def test_a_dead_index_worker_is_restarted_and_a_frame_it_dies_on_twice_is_not_in
         assert idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)["indexed"]
     finally:
         idx.close()
-    # a worker that cannot start (here: a broken script) costs that frame, with the reason
+    # a worker that cannot start (here: a broken script) is an install problem, not a frame's:
+    # one line with the reason, never a raw result of "nothing indexed" (which would be cached)
     broken = tmp_path / "index_worker.py"
     broken.write_text("import sys\nsys.stderr.write('ImportError: libstdc++ clash\\n')\nsys.exit(3)\n")
     monkeypatch.setattr(indexing, "_WORKER", broken)
     idx = indexing.Indexer()
-    r = idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)
-    assert not r["indexed"] and "died twice" in r["reason"] and "libstdc++ clash" in r["reason"]
+    with pytest.raises(ConfigError, match="cannot start.*libstdc\\+\\+ clash"):
+        idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)
+    idx.close()
+    missing = tmp_path / "no_cctbx.py"
+    missing.write_text("import rstbx_not_installed\n")
+    monkeypatch.setattr(indexing, "_WORKER", missing)
+    idx = indexing.Indexer()
+    with pytest.raises(ConfigError, match=r"pip install 'lossbound\[sx\]'"):
+        idx.index(pred["y"], pred["x"], cell=CELL, plane=PLANE)
     idx.close()
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from lossbound.core.errors import ConfigError
 from lossbound.core.types import PointResult
-from lossbound.study.journal import Journal
-from lossbound.study.thresholds import derive_thresholds, load_thresholds, update_thresholds
-from lossbound.study.tolerance import Tolerances
-from lossbound.study.tracking import split_finite
+from lossbound.results.journal import Journal
+from lossbound.results.thresholds import derive_thresholds, load_thresholds, update_thresholds
+from lossbound.criteria.tolerance import Tolerances
+from lossbound.tracking.tracker import split_finite
 
 
 def test_tolerances_check_min_max_and_nan():

@@ -16,10 +16,10 @@ import pytest
 from scipy import ndimage
 
 from lossbound.core.errors import ConfigError, InputError
-from pipelines.tomo.simulate import simulate_tomo, simulation_params, write_dataexchange
-from pipelines import TECHNIQUES
-from pipelines.tomo import io as tomo_io
-from pipelines.tomo import recon
+from lossbound.pipelines.tomo.simulate import simulate_tomo, simulation_params, write_dataexchange
+from lossbound.pipelines import TECHNIQUES
+from lossbound.pipelines.tomo import io as tomo_io
+from lossbound.pipelines.tomo import recon
 
 REPO = Path(__file__).resolve().parents[1]
 TOOTH = REPO.parent / "shared" / "data" / "tomo" / "tooth.h5"

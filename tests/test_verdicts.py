@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from lossbound.core.types import Dataset, Outcome, PointResult
-from lossbound.study.noise_reference import NoiseSettings, measure
-from lossbound.study.search import BisectSearch
-from lossbound.study.thresholds import (curve_threshold, resolve_dataset_name, spec_differences,
+from lossbound.criteria.noise_reference import NoiseSettings, measure
+from lossbound.search.bisect import BisectSearch
+from lossbound.results.thresholds import (curve_threshold, resolve_dataset_name, spec_differences,
                                         update_thresholds)
-from lossbound.study.tolerance import Tolerances
-from pipelines.base import Technique, dataset_name
+from lossbound.criteria.tolerance import Tolerances
+from lossbound.pipelines.base import Technique, dataset_name
 
 
 def _ref(effect, sd, ideal, k=8, lost=0):

@@ -7,4 +7,8 @@
 - :mod:`~lossbound.core.masks`    pixel masks
 - :mod:`~lossbound.core.noise`    photon-noise helpers
 - :mod:`~lossbound.core.files`    atomic file replacement
+- :mod:`~lossbound.core.cache`    on-disk results keyed by content hashes (raw results, references)
+- :mod:`~lossbound.core.paths`    where outputs go (./runs or $LOSSBOUND_HOME) and data are found
+- :mod:`~lossbound.core.gates`    the quality-gate record a technique returns
+- :mod:`~lossbound.core.png`      PNG bytes from a figure or an image
 """

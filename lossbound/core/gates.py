@@ -3,7 +3,7 @@
 A bound protects a raw science result. When the setup is wrong (a flipped image under its
 PONI, a beam centre off by pixels, angles in radians read as degrees), the raw result is
 garbage, the compressed one is compared with garbage and the thresholds come out looser. A
-technique measures its gates once on the raw result (:meth:`pipelines.base.Technique.gates`);
+technique measures its gates once on the raw result (:meth:`lossbound.pipelines.base.Technique.gates`);
 the study then passes, warns or refuses (``technique.gates.<name>.action``) before any
 counting-noise reference or search is spent on it.
 """

@@ -3,13 +3,13 @@
 A criterion with a noise factor allows the compression ``f**p`` times the metric's *noise
 effect*: what one dose of counting noise does to the science result, i.e. the metric that
 compares the true result with the result of one measurement. On measured data the effect is
-estimated by Poisson re-sampling (:mod:`lossbound.study.noise_reference`). A built-in
+estimated by Poisson re-sampling (:mod:`lossbound.criteria.noise_reference`). A built-in
 simulation knows its noise-free measurement and can measure the same sample again
-(:meth:`pipelines.base.Technique.simulation_truth`), so both sides can be measured:
+(:meth:`lossbound.pipelines.base.Technique.simulation_truth`), so both sides can be measured:
 
 * **true**: the mean over ``truths`` independent measurements ``R_i`` of
   ``|metric(T, R_i) - metric(T, T)|``, where ``T`` is the true result — the pipeline on the
-  noise-free measurement (:meth:`~pipelines.base.Technique.truth_result`); per frame for
+  noise-free measurement (:meth:`~lossbound.pipelines.base.Technique.truth_result`); per frame for
   per-frame metrics;
 * **estimated**: the study's own estimator, run on ``estimates`` further independent
   measurements as if each were the measured dataset (same K policy, same seed rule), averaged.
@@ -33,7 +33,7 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.processes import pin_threads, spawn_context
 from lossbound.core.types import Outcome
 from lossbound.study.context import ContextSpec, RawPart, raw_part
-from lossbound.study.noise_reference import effect_of, frame_effects, measure, noise_effects, split_metrics
+from lossbound.criteria.noise_reference import effect_of, frame_effects, measure, noise_effects, split_metrics
 
 log = logging.getLogger(__name__)
 

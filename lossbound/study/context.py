@@ -11,25 +11,31 @@ import dataclasses
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from compressors import CodecSetting
-from evaluators import EVALUATORS
-from evaluators.base import Evaluator
+from lossbound.codecs import CodecSetting
+from lossbound.evaluators import EVALUATORS
+from lossbound.evaluators.base import Evaluator
 from lossbound.core.errors import ConfigError
 from lossbound.core.hashing import stable_hash
 from lossbound.core.types import Dataset, Outcome
-from lossbound.study.cache import ResultCache
-from lossbound.study.noise_reference import (NoiseSettings, frame_effects, noise_effects, noise_reference,
+from lossbound.core.cache import ResultCache
+from lossbound.criteria.noise_reference import (NoiseSettings, frame_effects, noise_effects, noise_reference,
                                              split_metrics)
-from lossbound.study.tolerance import Tolerances
-from pipelines import TECHNIQUES
-from pipelines.base import Technique
+from lossbound.criteria.tolerance import Tolerances
+from lossbound.pipelines import TECHNIQUES
+from lossbound.pipelines.base import Technique
 
-if TYPE_CHECKING:  # the executor imports this module
-    from lossbound.study.executor import WorkerPool
+
+class Resampler(Protocol):
+    """What a context needs of a process pool (:class:`lossbound.study.executor.WorkerPool`):
+    its size, and a function that evaluates many re-sampled payloads in its processes."""
+
+    workers: int
+
+    def resampler(self, evaluate: Callable[[np.ndarray], dict[str, Any]]) -> Callable[..., Any]: ...
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +155,7 @@ def forget_contexts() -> None:
     _RAW_PARTS.clear()
 
 
-def context_for(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> StudyContext:
+def context_for(spec: ContextSpec, *, pool: "Resampler | None" = None) -> StudyContext:
     """The context of ``spec``, built once per process; ``pool``'s processes share the
     counting-noise reference when it is computed here (not cached)."""
     ctx = _CONTEXTS.get(spec.key)
@@ -235,7 +241,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
                    noise_settings=noise_settings, raw_frame_metrics=raw_frames)
 
 
-def build_context(spec: ContextSpec, *, pool: "WorkerPool | None" = None) -> StudyContext:
+def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> StudyContext:
     """``spec``'s context; the raw result keeps ``pool.workers`` cores busy, and the pool's
     processes share the counting-noise re-samplings (when the cache lets them read the raw result)."""
     part = raw_part(spec, processes=pool.workers if pool is not None else 1)

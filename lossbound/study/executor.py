@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from compressors import CodecSetting, CodecWorker
+from lossbound.codecs import CodecSetting, CodecWorker
 from lossbound.core.processes import pin_threads, spawn_context
 from lossbound.core.types import PointResult
 from lossbound.study.context import ContextSpec, StudyContext, context_for, raw_part

@@ -1,6 +1,6 @@
 """Quality gates on the raw result, before any counting-noise reference or search.
 
-The technique measures its gates (:meth:`pipelines.base.Technique.gates`); this module
+The technique measures its gates (:meth:`lossbound.pipelines.base.Technique.gates`); this module
 applies ``technique.gates.<name>.action``: a passed gate is recorded, a failed ``warn`` gate
 is logged and recorded (MLflow, thresholds file, report) and the study goes on, a failed
 ``refuse`` gate stops the study in one line naming the setting to check and the likely fix.
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from lossbound.core.errors import GateRefused
 from lossbound.core.gates import GateCheck, gate_settings
-from lossbound.study.cache import ResultCache
+from lossbound.core.cache import ResultCache
 from lossbound.study.context import RawPart, data_key
 
 __all__ = ["GateReport", "check_gates"]

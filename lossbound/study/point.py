@@ -13,11 +13,11 @@ from typing import Mapping
 
 import numpy as np
 
-from compressors import CodecSetting, CodecWorker
+from lossbound.codecs import CodecSetting, CodecWorker
 from lossbound.core.hashing import arrays_checksum
 from lossbound.core.types import Outcome, PointResult
 from lossbound.study.context import StudyContext
-from lossbound.study.tolerance import Tolerances
+from lossbound.criteria.tolerance import Tolerances
 
 log = logging.getLogger(__name__)
 

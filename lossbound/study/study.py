@@ -30,22 +30,22 @@ import yaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from compressors import CodecSetting, settings_from_config
+from lossbound.codecs import CodecSetting, settings_from_config
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.core.types import PointResult
 from lossbound.core.gates import gate_settings
 from lossbound.study.context import ContextSpec, RawPart, StudyContext, context_for, raw_part
 from lossbound.study.gates import GateReport, check_gates
 from lossbound.study.executor import PointRunner, WorkerPool, available_cores, is_broken_pool
-from lossbound.study.journal import Journal
-from lossbound.study.plots import sweep_figure
-from lossbound.study.report import write_report
+from lossbound.results.journal import Journal
+from lossbound.results.plots import sweep_figure
+from lossbound.results.report import write_report
 from lossbound.study.point import judge, point_seconds, render_figure, share_result
-from lossbound.study.search import Search, make_search
-from lossbound.study.summary import format_summary
-from lossbound.study.thresholds import derive_thresholds, feasibility, resolve_dataset_name, update_thresholds
-from lossbound.study.tracking import FIGURE_POLICIES, make_tracker
-from pipelines import TECHNIQUES
+from lossbound.search import Search, make_search
+from lossbound.results.summary import format_summary
+from lossbound.results.thresholds import derive_thresholds, feasibility, resolve_dataset_name, update_thresholds
+from lossbound.tracking.tracker import FIGURE_POLICIES, make_tracker
+from lossbound.pipelines import TECHNIQUES
 
 log = logging.getLogger(__name__)
 # hdf5plugin logs every filter construction at INFO; one line per point drowns the summary.

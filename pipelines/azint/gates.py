@@ -1,5 +1,5 @@
 """Quality gates of azimuthal integration: does the PONI fit the frames
-(:mod:`pipelines.rings`: the orientation and the beam centre)?"""
+(:mod:`lossbound.pipelines.rings`: the orientation and the beam centre)?"""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.gates import GateCheck
-from pipelines.rings import centre_check, orientation_check
+from lossbound.pipelines.rings import centre_check, orientation_check
 
 __all__ = ["DEFAULTS", "checks"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.simfiles import FrameOverlay, FramesModel
+from lossbound.pipelines.simfiles import FrameOverlay, FramesModel
 
 __all__ = ["DEFAULTS", "simulate_powder", "simulation_model", "write_simulation"]
 
@@ -124,7 +124,7 @@ def _simulate(p: dict[str, Any]) -> tuple[np.ndarray, Any, "FramesModel"]:
 
 def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:
     """Write the frames as NeXus-like HDF5 (``/entry/data/data``) and the geometry as PONI."""
-    from pipelines.simfiles import write_frames
+    from lossbound.pipelines.simfiles import write_frames
 
     p = simulation_params(**params)
     frames, ai = simulate_powder(**p)

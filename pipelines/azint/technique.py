@@ -16,10 +16,10 @@ import numpy as np
 
 from lossbound.core.errors import ConfigError
 from lossbound.core.gates import GateCheck
-from pipelines import TECHNIQUES, simfiles
-from pipelines import frames as fio
-from pipelines.azint import gates
-from pipelines.base import Dataset, Result, Technique, dataset_name
+from lossbound.pipelines import TECHNIQUES, simfiles
+from lossbound.pipelines import frames as fio
+from lossbound.pipelines.azint import gates
+from lossbound.pipelines.base import Dataset, Result, Technique, dataset_name
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class AzintTechnique(Technique):
         path = Path(str(cfg["path"])).expanduser()
         sim = None
         if cfg.get("simulation") is not None:
-            from pipelines.azint.simulate import simulation_params, write_simulation
+            from lossbound.pipelines.azint.simulate import simulation_params, write_simulation
 
             sim = simfiles.ensure_frames_simulation(cfg, technique="azint", make_params=simulation_params,
                                                     write=write_simulation)
@@ -206,14 +206,14 @@ class AzintTechnique(Technique):
 
     def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
               settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
-        """Does the PONI fit the frames: the orientation (:func:`pipelines.azint.gates.orientation_check`)
-        and the beam centre (:func:`pipelines.azint.gates.centre_check`)."""
+        """Does the PONI fit the frames: the orientation (:func:`lossbound.pipelines.azint.gates.orientation_check`)
+        and the beam centre (:func:`lossbound.pipelines.azint.gates.centre_check`)."""
         valid = data.mask if data.mask is not None else np.ones(data.payload_array.shape[1:], bool)
         return gates.checks(data.payload_array, valid, self.integrator(data), settings,
                             polarization=self.config["polarization_factor"], flipped=bool(data.meta.get("flipud")))
 
     def noise_checks(self, data: Dataset) -> dict[str, Any]:
-        """Whether the counts behave like photons (:func:`pipelines.frames.count_dispersion`)."""
+        """Whether the counts behave like photons (:func:`lossbound.pipelines.frames.count_dispersion`)."""
         masked = ~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)
         return fio.count_dispersion(self.integrator(data), data.payload_array, masked)
 
@@ -221,7 +221,7 @@ class AzintTechnique(Technique):
         sim = data.meta.get("simulation")
         if sim is None:
             return None
-        from pipelines.azint.simulate import simulation_model
+        from lossbound.pipelines.azint.simulate import simulation_model
 
         return simfiles.frames_truth(data, simulation_model(**sim), note="Poisson counts of the same expected "
                                      "frame; gaps, bad and hot pixels and zingers as measured")

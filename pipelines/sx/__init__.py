@@ -5,7 +5,7 @@ Indexing runs rstbx (cctbx-base) in its own worker process (``index_worker.py``,
 cctbx must be imported before scipy, so it never is in the framework's processes).
 """
 
-from pipelines.sx import technique  # noqa: F401  (registers "sx" in TECHNIQUES)
-from pipelines.sx.technique import SxTechnique
+from lossbound.pipelines.sx import technique  # noqa: F401  (registers "sx" in TECHNIQUES)
+from lossbound.pipelines.sx.technique import SxTechnique
 
 __all__ = ["SxTechnique"]

@@ -2,10 +2,10 @@
 
 A wrong beam centre or distance still finds spots, but fewer hits index and their positional
 RMSD grows; the spots' reciprocal vectors then point to a better centre. The raw pipeline
-already measures all three (:meth:`pipelines.sx.technique.SxTechnique.prepare`): the
+already measures all three (:meth:`lossbound.pipelines.sx.technique.SxTechnique.prepare`): the
 indexed fraction of the hits, the mean RMSD, and the beam-centre shift that the geometry
 refinement finds from every indexed still. The beam centre is checked on the solvent ring of
-the stills' median frame (:func:`pipelines.rings.centre_check`) where it has a measurable one
+the stills' median frame (:func:`lossbound.pipelines.rings.centre_check`) where it has a measurable one
 (independent of indexing, and still there when a centre far off stops the stills indexing),
 else by the refinement over at least 3 indexed stills (one still cannot tell a centre shift
 from a tilt of its crystal; measured stills such as thaumatin's show no measurable ring).
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lossbound.core.gates import GateCheck
-from pipelines.rings import centre_check
+from lossbound.pipelines.rings import centre_check
 
 __all__ = ["DEFAULTS", "checks"]
 

@@ -4,8 +4,9 @@ Run as a script (``python .../index_worker.py``), never imported: the cctbx-base
 bundles its own libstdc++, so cctbx must be loaded before scipy, fabio, pyFAI or matplotlib
 (importing it later segfaults), and scipy.linalg must be loaded before cctbx's extension
 modules (loaded RTLD_GLOBAL, they break a later scipy.linalg's LAPACK workspace queries).
-Running as a script also keeps ``pipelines/__init__`` (which loads pyFAI) out of it; the
-lattice geometry is loaded from ``lossbound/core/lattice.py`` by path.
+Running as a script also keeps ``lossbound.pipelines`` (which loads pyFAI) out of it; the
+lattice geometry comes from :mod:`lossbound.diffraction.lattice`, imported after cctbx
+(``lossbound`` and ``lossbound.diffraction`` load nothing else).
 
 Protocol: pickled ``(request_id, request)`` in, pickled ``(request_id, reply)`` out, each
 prefixed by an 8-byte length, on the stdin/stdout pipes. cctbx's own prints go to stderr.
@@ -22,17 +23,11 @@ import scipy.spatial.transform  # noqa: E402,F401
 from scitbx.array_family import flex  # noqa: E402
 from rstbx.indexing_api.lattice import DPS_primitive_lattice  # noqa: E402
 
-import importlib.util  # noqa: E402
 import pickle  # noqa: E402
 import struct  # noqa: E402
 import traceback  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_LATTICE = os.path.join(_HERE, os.pardir, os.pardir, "lossbound", "core", "lattice.py")
-_spec = importlib.util.spec_from_file_location("_lossbound_lattice", _LATTICE)
-lattice = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = lattice  # dataclasses look their module up
-_spec.loader.exec_module(lattice)
+from lossbound.diffraction import lattice  # noqa: E402
 
 
 def basis_vectors(rlp: np.ndarray, max_cell: float) -> np.ndarray:

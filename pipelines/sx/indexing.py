@@ -23,7 +23,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core.lattice import DetectorPlane
+from lossbound.core.errors import ConfigError
+from lossbound.diffraction.lattice import DetectorPlane
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Indexer:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._next = 0
+        self._replies = 0  # a worker that never answered cannot start: an install problem, not a frame's
         self._waiter: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _start(self) -> subprocess.Popen:
@@ -107,7 +109,7 @@ class Indexer:
     def index(self, y: np.ndarray, x: np.ndarray, *, cell: Any, plane: DetectorPlane,
               options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """One frame's orientation from its spots (corner-based ``y``, ``x``); see
-        :func:`lossbound.core.lattice.index_from_basis_vectors` for the reply's fields."""
+        :func:`lossbound.diffraction.lattice.index_from_basis_vectors` for the reply's fields."""
         request = {"y": np.asarray(y, float), "x": np.asarray(x, float), "cell": [float(v) for v in cell],
                    "plane": {"origin": plane.origin, "slow": plane.slow, "fast": plane.fast,
                              "wavelength": plane.wavelength},
@@ -131,6 +133,11 @@ class Indexer:
                     error, code = self._last_error(), self._kill()
                     log.warning("index worker died (exit code %s%s)%s", code, f": {error}" if error else "",
                                 "; restarting it" if attempt == 1 else "")
+                    if attempt == 2 and self._replies == 0:
+                        hint = ("; serial crystallography needs cctbx-base: pip install 'lossbound[sx]'"
+                                if "No module named" in error else "")
+                        raise ConfigError(f"the sx index worker cannot start (exit code {code}"
+                                          f"{': ' + error if error else ''}){hint}")
                     if attempt == 2:
                         return _not_indexed(request["y"].size, f"index worker died twice on this frame "
                                                                f"(exit code {code}{': ' + error if error else ''})")
@@ -138,6 +145,7 @@ class Indexer:
                 except BaseException:  # Ctrl-C mid-exchange: the pipe holds a half-read reply
                     self._kill()
                     raise
+                self._replies += 1
                 if not reply["ok"]:
                     log.warning("indexing a frame failed: %s", reply["error"])
                     return _not_indexed(request["y"].size, reply["error"])

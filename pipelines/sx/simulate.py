@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.simfiles import FrameOverlay, FramesModel
+from lossbound.pipelines.simfiles import FrameOverlay, FramesModel
 
 __all__ = ["DEFAULTS", "predict_spots", "simulate_stills", "simulation_model", "simulation_params",
            "write_simulation"]
@@ -175,7 +175,7 @@ def write_simulation(path: Path, poni: Path, **params: Any) -> dict[str, Any]:
     """Frames as ``/entry/data/data`` (count cut-off as attribute), the truth under ``/truth``
     (spot columns in its ``spot_columns`` dataset), the cell under ``/entry/sample``, the
     geometry as PONI beside."""
-    from pipelines.simfiles import write_frames
+    from lossbound.pipelines.simfiles import write_frames
 
     p = simulation_params(**params)
     frames, ai, truth = simulate_stills(**p)

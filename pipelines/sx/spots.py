@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from lossbound.core.detector import background_model, significant_pixels
+from lossbound.diffraction.detector import background_model, significant_pixels
 
 __all__ = ["SPOT_FIELDS", "background_model", "find_spots", "hits", "integrate_boxes"]
 

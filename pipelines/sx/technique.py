@@ -4,10 +4,10 @@ and integration of the indexed reflections.
 The payload is the stack of stills; geometry and detector mask stay exact. Per frame, the
 background and its noise per resolution shell come from pyFAI's sigma-clipped azimuthal
 statistics (one integrator per process and geometry, reused), and spots are found on 3x3 box
-sums above background + k sigma (:mod:`pipelines.sx.spots`). A frame with at least
+sums above background + k sigma (:mod:`lossbound.pipelines.sx.spots`). A frame with at least
 ``min_spots`` spots is a hit. Hits are indexed with the dataset's cell (rstbx DPS basis
 search in the cctbx worker process, known-cell basis choice and least-squares refinement:
-:mod:`pipelines.sx.indexing`, :mod:`lossbound.core.lattice`); the reflections the refined
+:mod:`lossbound.pipelines.sx.indexing`, :mod:`lossbound.diffraction.lattice`); the reflections the refined
 orientation predicts on the Ewald sphere (within the excitation errors its own indexed spots
 show) are integrated by summation over a small box. Each compressed frame gets its own
 background model, spots, orientation and integration, exactly as the pipeline would run on
@@ -23,15 +23,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lossbound.core import lattice
+from lossbound.diffraction import lattice
 from lossbound.core.errors import ConfigError
 from lossbound.core.gates import GateCheck
-from pipelines import TECHNIQUES, simfiles
-from pipelines import frames as fio
-from pipelines.base import Dataset, Result, Technique, dataset_name
-from pipelines.sx import gates as sx_gates
-from pipelines.sx import indexing
-from pipelines.sx import spots as sp
+from lossbound.pipelines import TECHNIQUES, simfiles
+from lossbound.pipelines import frames as fio
+from lossbound.pipelines.base import Dataset, Result, Technique, dataset_name
+from lossbound.pipelines.sx import gates as sx_gates
+from lossbound.pipelines.sx import indexing
+from lossbound.pipelines.sx import spots as sp
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class SxTechnique(Technique):
         """Stills of ``dataset_config``: ``path`` (a file, folder or glob; any fabio format or
         HDF5), ``poni`` (optional where the CBF header gives the geometry), ``cell``
         ([a, b, c, alpha, beta, gamma]), ``space_group``, plus the keys of
-        :func:`pipelines.frames.load_detector_frames`; ``simulation`` + ``generate_at`` for
+        :func:`lossbound.pipelines.frames.load_detector_frames`; ``simulation`` + ``generate_at`` for
         the built-in stills."""
         cfg = dict(dataset_config)
         if not cfg.get("path"):
@@ -103,7 +103,7 @@ class SxTechnique(Technique):
         path = Path(str(cfg["path"])).expanduser()
         sim = None
         if cfg.get("simulation") is not None:
-            from pipelines.sx.simulate import simulation_params, write_simulation
+            from lossbound.pipelines.sx.simulate import simulation_params, write_simulation
 
             sim = simfiles.ensure_frames_simulation(cfg, technique="sx", make_params=simulation_params,
                                                     write=write_simulation)
@@ -282,7 +282,7 @@ class SxTechnique(Technique):
         With indexing and ``refine_geometry``: a first pass indexes every hit with the
         header's geometry (each still refining its own cell), then the beam centre, the
         detector distance and the cell are refined once from every indexed raw still together
-        (:func:`lossbound.core.lattice.refine_detector`); ``geometry`` and ``cell`` (the
+        (:func:`lossbound.diffraction.lattice.refine_detector`); ``geometry`` and ``cell`` (the
         refined ones) are what the raw and every compressed run then use, each still refining
         its orientation only. ``geometry_refinement``: RMSD before and after, the shifts, the
         refined cell against the known one."""
@@ -385,7 +385,7 @@ class SxTechnique(Technique):
     def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
               settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
         """Indexing rate and RMSD of the raw run, and the beam-centre shift the geometry
-        refinement found (:mod:`pipelines.sx.gates`)."""
+        refinement found (:mod:`lossbound.pipelines.sx.gates`)."""
         valid = data.mask if data.mask is not None else np.ones(data.payload_array.shape[1:], bool)
         return sx_gates.checks(prepared, settings, frames=data.payload_array, valid=valid,
                                ai=self.integrator(data))  # the header's geometry: is it off?
@@ -396,7 +396,7 @@ class SxTechnique(Technique):
         return {**super().describe(), "result_version": 3}
 
     def noise_checks(self, data: Dataset) -> dict[str, Any]:
-        """Whether the counts behave like photons (:func:`pipelines.frames.count_dispersion`)."""
+        """Whether the counts behave like photons (:func:`lossbound.pipelines.frames.count_dispersion`)."""
         masked = ~data.mask if data.mask is not None else np.zeros(data.payload_array.shape[1:], bool)
         return fio.count_dispersion(self.integrator(data), data.payload_array, masked)
 
@@ -404,7 +404,7 @@ class SxTechnique(Technique):
         sim = data.meta.get("simulation")
         if sim is None:
             return None
-        from pipelines.sx.simulate import simulation_model
+        from lossbound.pipelines.sx.simulate import simulation_model
 
         return simfiles.frames_truth(data, simulation_model(**sim), note="Poisson counts of the same expected "
                                      "stills (same crystals and orientations); gaps, bad and hot pixels as measured")

@@ -2,7 +2,7 @@
 
 All backends return slices on the same grid, in the same orientation and in the same unit
 (attenuation per pixel), so results of different backends can be compared and checked against
-a phantom.  The common convention (also used by :mod:`pipelines.tomo.simulate`): slice pixel
+a phantom.  The common convention (also used by :mod:`lossbound.pipelines.tomo.simulate`): slice pixel
 ``(i, j)`` is the point ``x = j - (N - 1)/2``, ``y = i - (N - 1)/2`` relative to the rotation
 axis, and the ray reaching detector column ``k`` at angle ``theta`` satisfies
 ``x cos(theta) - y sin(theta) = k - center``.  This is algotom's native convention; the other

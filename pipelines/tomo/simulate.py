@@ -10,7 +10,7 @@ error in the ground truth; the detector then adds a smooth beam profile, a fixed
 per-frame flux jitter, Poisson photon noise, dark offsets and Gaussian read noise, and stores
 rounded ``uint16`` counts as a real camera does.
 
-Geometry conventions (shared with :mod:`pipelines.tomo.recon`):
+Geometry conventions (shared with :mod:`lossbound.pipelines.tomo.recon`):
 
 * the rotation axis is parallel to the detector rows' index (axis 1 of the projections), so each
   detector row is one sinogram and one reconstructed slice;

@@ -18,13 +18,13 @@ import numpy as np
 from lossbound.core.errors import ConfigError, NotApplicable
 from lossbound.core.gates import GateCheck
 from lossbound.core.noise import is_counts, poisson_resample
-from pipelines import TECHNIQUES, simfiles
-from pipelines.base import Dataset, Result, Technique, dataset_name
-from pipelines.tomo import gates as tomo_gates
-from pipelines.tomo import io as tomo_io
-from pipelines.tomo import recon
-from pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
-from pipelines.tomo.gain import photon_transfer
+from lossbound.pipelines import TECHNIQUES, simfiles
+from lossbound.pipelines.base import Dataset, Result, Technique, dataset_name
+from lossbound.pipelines.tomo import gates as tomo_gates
+from lossbound.pipelines.tomo import io as tomo_io
+from lossbound.pipelines.tomo import recon
+from lossbound.pipelines.tomo.defects import find_defective_pixels, interpolate_pixels, remove_zingers
+from lossbound.pipelines.tomo.gain import photon_transfer
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ class TomoTechnique(Technique):
 
         ``dataset_config`` keys: ``name``, ``format`` ('dataexchange' | 'nxtomo' | 'auto'),
         ``path``, ``adu_per_photon`` (the camera's gain; null: measured from the flats'
-        photon transfer, :func:`pipelines.tomo.gain.photon_transfer`), ``angle_unit`` (null: the
+        photon transfer, :func:`lossbound.pipelines.tomo.gain.photon_transfer`), ``angle_unit`` (null: the
         angle dataset's ``units`` attribute, degrees without one; or deg | rad) and, for the built-in simulation,
-        ``simulation`` (keyword arguments of :func:`pipelines.tomo.simulate.simulate_tomo`): the file
+        ``simulation`` (keyword arguments of :func:`lossbound.pipelines.tomo.simulate.simulate_tomo`): the file
         is (re)generated when missing or written with other parameters.
         """
         cfg = dict(dataset_config)
@@ -291,7 +291,7 @@ class TomoTechnique(Technique):
     def gates(self, data: Dataset, prepared: Mapping[str, Any], result: Result,
               settings: Mapping[str, Mapping[str, Any]], *, references: Mapping[str, Any]) -> list[GateCheck]:
         """The angles' span, the rotation centre against the entropy centre of the middle
-        selected row, and the raw half-set FRC (:mod:`pipelines.tomo.gates`)."""
+        selected row, and the raw half-set FRC (:mod:`lossbound.pipelines.tomo.gates`)."""
         out: list[GateCheck] = []
         theta = np.asarray(data.arrays["theta"], dtype=np.float64)
         s = settings["angle_unit"]
@@ -361,8 +361,8 @@ class TomoTechnique(Technique):
         sim = data.meta.get("simulation")
         if sim is None:
             return None
-        from pipelines.base import SimulationTruth
-        from pipelines.tomo.simulate import simulation_model
+        from lossbound.pipelines.base import SimulationTruth
+        from lossbound.pipelines.tomo.simulate import simulation_model
 
         model = simulation_model(**{k: v for k, v in sim.items() if k != "version"})
         if tuple(model.transmission.shape) != data.payload_array.shape:
@@ -449,7 +449,7 @@ def ensure_simulation(path: Path, simulation: Mapping[str, Any]) -> dict[str, An
     dict
         The complete simulation parameters.
     """
-    from pipelines.tomo.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
+    from lossbound.pipelines.tomo.simulate import read_simulation_attrs, simulate_tomo, simulation_params, write_dataexchange
 
     params = simfiles.resolve_params(simulation_params, simulation, technique="tomo", path=path)
     if simfiles.needs_writing(path, params, read_simulation_attrs, technique="tomo"):

@@ -1,0 +1,564 @@
+"""The expert report: ``runs/reports/<technique>.html``, one self-contained page (images
+embedded) that a beamline scientist can read, defend and sign off.
+
+It is drawn from what a study leaves behind — the thresholds file and the journal of points —
+so it can be rebuilt at any time (``lossbound report <technique>``), e.g. after a
+sign-off. Sections: the recommendation, thresholds per dataset and their conservative
+combination (limiting dataset named, review status), the tolerances with their counting-noise
+reference, per codec each criterion against the bound (tolerance band and threshold marked)
+and the ratio against the bound, the ratio-versus-quality front across codecs, acquisition
+feasibility (cores for 16 GB/s and the configured detector rate), and how much is gained
+against the lossless baseline and the ratio the community needs, across techniques.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import html
+import io
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lossbound.core.errors import InputError
+from lossbound.core.files import atomic_write_text
+from lossbound.core.types import PointResult
+from lossbound.results.export import codec_config
+from lossbound.results.journal import Journal
+from lossbound.results.plots import panel_grid, positive
+from lossbound.results.signoff import load_document
+from lossbound.results.thresholds import curve_names, feasibility, grows_with_value
+from lossbound.criteria.tolerance import Tolerances
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TechniqueRecord", "criterion_use", "gain_rows", "load_record", "render_report", "write_report"]
+
+
+@dataclasses.dataclass
+class TechniqueRecord:
+    """One technique's thresholds file and, per dataset, its recorded points."""
+
+    name: str
+    doc: dict[str, Any]
+    points: dict[str, list[PointResult]]
+    _curves: dict[str, dict[str, list[PointResult]]] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def needed_ratio(self) -> float:
+        return float(self.doc.get("needed_ratio") or 10.0)
+
+    def curves(self, dataset: str) -> dict[str, list[PointResult]]:
+        """Codec name (as in the thresholds file) -> this dataset's lossy points, by value
+        (grouped once per dataset: every table and figure asks)."""
+        if dataset not in self._curves:
+            by_group: dict[tuple, list[PointResult]] = defaultdict(list)
+            for p in self.points.get(dataset, []):
+                if p.lossy and p.value is not None:
+                    by_group[p.group].append(p)
+            self._curves[dataset] = {name: sorted(by_group[g], key=lambda p: p.value)
+                                     for g, name in curve_names(by_group).items()}
+        return self._curves[dataset]
+
+
+def load_record(thresholds_path: Path, journal_dir: Path | None) -> TechniqueRecord:
+    """A technique's record from its thresholds file and journal (points of the contexts the
+    thresholds file names; a journal that is gone leaves the tables and no curves)."""
+    doc = load_document(thresholds_path)
+    name = str(doc.get("technique") or Path(thresholds_path).stem)
+    journal = Journal(Path(journal_dir) / f"{name}.jsonl" if journal_dir else None).read()
+    points: dict[str, list[PointResult]] = {}
+    for ds, entry in (doc.get("datasets") or {}).items():
+        ctx = entry.get("context")
+        points[ds] = [p for p in journal.values() if p.dataset == ds and (ctx is None or p.context == ctx)]
+    return TechniqueRecord(name, doc, points)
+
+
+# -- numbers -----------------------------------------------------------------------------------
+def criterion_use(value: float | None, *, ideal: float | None, lo: float | None, hi: float | None) -> float:
+    """How much of a criterion's allowance a value uses: ``|value - ideal| / |limit - ideal|``
+    on the side it moved to (0: as raw, 1: at the limit, > 1: outside). NaN if undefined."""
+    if value is None or ideal is None or not (math.isfinite(value) and math.isfinite(ideal)):
+        return math.nan
+    limit = hi if value >= ideal else lo
+    if limit is None:
+        return 0.0
+    allowed = abs(limit - ideal)
+    if allowed == 0:
+        return 0.0 if value == ideal else math.inf
+    return abs(value - ideal) / allowed
+
+
+def recorded_tolerances(entry: Mapping[str, Any]):
+    """The criteria a thresholds entry recorded (with every number they had on that dataset),
+    or None for an entry written before they were recorded."""
+    records = entry.get("criteria_record")
+    return Tolerances.from_records(records) if records else None
+
+
+def point_uses(point: PointResult, entry: Mapping[str, Any]) -> dict[str, float]:
+    """Each criterion's use of its allowance at ``point`` (1 = at the tolerance): judged again
+    with the criteria the entry recorded; per-frame criteria give the frames' order statistic
+    their rule looks at."""
+    tol = recorded_tolerances(entry)
+    if tol is not None:
+        return tol.uses(point.metrics, point.frame_metrics)
+    ideal, limits = entry.get("ideal") or {}, entry.get("limits") or {}
+    return {m: criterion_use(point.metrics.get(m), ideal=ideal.get(m), lo=lim.get("min"), hi=lim.get("max"))
+            for m, lim in limits.items()}
+
+
+def worst_use(point: PointResult, entry: Mapping[str, Any]) -> float:
+    """The largest criterion use over a dataset's criteria (the point's quality)."""
+    uses = [u for u in point_uses(point, entry).values() if not math.isnan(u)]
+    return max(uses) if uses else math.nan
+
+
+def ratio_at(points: Iterable[PointResult], bound: float | None, *, grows: bool = True) -> float | None:
+    """Compression ratio of the most lossy tested value that is no more lossy than ``bound``
+    (the conservative ratio where ``bound`` itself was not tested on this dataset)."""
+    if bound is None:
+        return None
+    ok = [p for p in points if p.status == "ok" and p.value is not None
+          and (p.value <= bound if grows else p.value >= bound)]
+    if not ok:
+        return None
+    best = max(ok, key=lambda p: p.value if grows else -p.value)
+    return best.codec.get("ratio")
+
+
+def conservative_ratios(rec: TechniqueRecord, codec: str) -> dict[str, float | None]:
+    """Per dataset: the ratio at the codec's combined (conservative) bound."""
+    combined = (rec.doc.get("codecs") or {}).get(codec) or {}
+    grows = grows_with_value(combined["codec"], combined.get("mode")) if combined.get("codec") else True
+    return {ds: ratio_at(rec.curves(ds).get(codec, []), combined.get("bound"), grows=grows)
+            for ds in (combined.get("per_dataset") or {})}
+
+
+def worst_ratio(rec: TechniqueRecord, codec: str) -> float | None:
+    """The lowest ratio any combined dataset gets at the codec's combined bound; None when a
+    dataset has no measurement at or below that bound (its ratio there is unknown)."""
+    ratios = list(conservative_ratios(rec, codec).values())
+    return min(ratios) if ratios and None not in ratios else None
+
+
+def recommended(rec: TechniqueRecord) -> tuple[str | None, float | None]:
+    """The codec with the highest worst-case ratio at its combined bound (known on every
+    dataset it combines), not rejected."""
+    best, best_ratio = None, None
+    for codec, entry in (rec.doc.get("codecs") or {}).items():
+        if entry.get("bound") is None or (entry.get("review") or {}).get("status") == "rejected":
+            continue
+        worst = worst_ratio(rec, codec)
+        if worst is not None and (best_ratio is None or worst > best_ratio):
+            best, best_ratio = codec, worst
+    return best, best_ratio
+
+
+def gain_rows(records: Iterable[TechniqueRecord]) -> list[dict[str, Any]]:
+    """How much do we gain: per technique and dataset, the best ratio at an acceptable bound
+    next to the best lossless ratio and the ratio the community needs; plus, per technique,
+    the recommended codec's worst-case ratio over its datasets at the conservative bound."""
+    rows = []
+    for rec in records:
+        codec, worst = recommended(rec)
+        lossless_all = []
+        for ds, entry in sorted((rec.doc.get("datasets") or {}).items()):
+            lossless = max(((b.get("compression_ratio") or 0.0, name) for name, b in (entry.get("baselines") or {}).items()
+                            if b.get("compression_ratio")), default=(None, None))
+            rejected = {c for c, e in (rec.doc.get("codecs") or {}).items()
+                        if (e.get("review") or {}).get("status") == "rejected"}
+            lossy = max(((e.get("compression_ratio") or 0.0, name) for name, e in (entry.get("codecs") or {}).items()
+                         if e.get("bound") is not None and e.get("compression_ratio") and name not in rejected),
+                        default=(None, None))
+            lossless_all.append(lossless[0])
+            rows.append({"technique": rec.name, "dataset": ds, "lossless": lossless[0], "lossless_codec": lossless[1],
+                         "lossy": lossy[0], "lossy_codec": lossy[1], "needed": rec.needed_ratio})
+        lossless_min = min((v for v in lossless_all if v is not None), default=None)
+        rows.append({"technique": rec.name, "dataset": "all (conservative)", "lossless": lossless_min,
+                     "lossless_codec": "worst dataset", "lossy": worst, "lossy_codec": codec, "needed": rec.needed_ratio})
+    return rows
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
+    """Each criterion and the ratio against the bound, one line per dataset: its tolerance
+    band shaded, its threshold dotted, the combined threshold solid black."""
+    datasets = rec.doc.get("datasets") or {}
+    metrics = sorted({m for d in datasets.values() for m in (d.get("limits") or {})})
+    panels = metrics + ["compression ratio"]
+    fig, axes = panel_grid(len(panels), ncols=4, size=(4.0, 2.9))
+    combined = ((rec.doc.get("codecs") or {}).get(codec) or {}).get("bound")
+    for ax, panel in zip(axes, panels):
+        xs = []
+        for i, (ds, entry) in enumerate(sorted(datasets.items())):
+            color = f"C{i % 10}"
+            pts = [p for p in rec.curves(ds).get(codec, []) if p.status == "ok"]
+            frames = ((entry.get("limits") or {}).get(panel) or {}).get("kind") == "frames"
+            vals = [p.codec.get("ratio") if panel == "compression ratio" else
+                    point_uses(p, entry).get(panel) if frames else p.metrics.get(panel) for p in pts]
+            ys = [math.nan if v is None else float(v) for v in vals]
+            xs += [p.value for p in pts]
+            ax.plot([p.value for p in pts], ys, "o-", ms=3.5, color=color, label=ds)
+            bad = [(p.value, y) for p, y in zip(pts, ys) if not p.passed and math.isfinite(y)]
+            if bad:
+                ax.plot(*zip(*bad), "o", mfc="none", mec="k", ms=8)
+            for p in rec.curves(ds).get(codec, []):
+                if p.status != "ok":
+                    ax.plot([p.value], [0.02], "x", color=color, ms=8, transform=ax.get_xaxis_transform())
+            lim = (entry.get("limits") or {}).get(panel)
+            if lim:
+                lo, hi = lim.get("min"), lim.get("max")
+                ax.axhspan(-1e300 if lo is None else lo, 1e300 if hi is None else hi, color=color, alpha=0.08, lw=0)
+                for v in (lo, hi):
+                    if v is not None:
+                        ax.axhline(v, ls="--", color=color, lw=0.8)
+            own_entry = (entry.get("codecs") or {}).get(codec) or {}
+            own = own_entry.get("bound")
+            if own is not None:
+                ax.axvline(own, ls=":", color=color, lw=1.2)
+                lo, hi = (own_entry.get("bound_range") or [None, None])[:2]
+                if lo is not None and hi is not None and hi > lo:  # where its limiting criterion crosses, +-1 SE
+                    ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
+        if combined is not None:
+            ax.axvline(combined, color="k", lw=1.5)
+        if positive(xs):
+            ax.set_xscale("log", base=2)
+        if panel == "compression ratio":
+            ax.set_yscale("log")
+        limits = [v for d in datasets.values() for k in ("min", "max")
+                  if (v := ((d.get("limits") or {}).get(panel) or {}).get(k)) is not None]
+        _autoscale_to_data(ax, also=limits)
+        ax.minorticks_off()  # minor tick labels of log axes are most of the drawing time
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold, its "
+                 f"range shaded; black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
+    return fig
+
+
+def _bound_cell(per: Mapping[str, Any]) -> str:
+    """``bound [lo–hi] (ratio×)``, flagged when unconfirmed."""
+    rng = per.get("bound_range") or [None, None]
+    text = _fmt(per.get("bound"))
+    if per.get("bound") is not None and rng:
+        text += f" [{_fmt(rng[0]) if rng[0] is not None else '<'}–{_fmt(rng[1]) if rng[1] is not None else '>'}]"
+    text += f" ({_fmt(per.get('compression_ratio'), 3)}×)"
+    if per.get("bound") is not None and not per.get("confirmed"):
+        text += " unconfirmed"
+    return text
+
+
+def _autoscale_to_data(ax, *, also: Iterable[float] = ()) -> None:
+    """Axis limits from the plotted points and the tolerance limits ``also`` (the shaded bands
+    reach to +-1e300, so matplotlib's own autoscaling would show nothing)."""
+    ys = [float(y) for line in ax.get_lines() if line.get_transform() == ax.transData
+          for y in line.get_ydata() if isinstance(y, (int, float)) and math.isfinite(y)]
+    ys += [float(v) for v in also if math.isfinite(v)]
+    if ys:
+        lo, hi = min(ys), max(ys)
+        if ax.get_yscale() == "log":
+            lo, hi = max(lo, 1e-12) / 1.3, max(hi, 1e-12) * 1.3
+        else:
+            pad = 0.15 * (hi - lo) or 0.1 * max(abs(hi), 1e-9)
+            lo, hi = lo - pad, hi + pad
+        ax.set_ylim(lo, hi)
+
+
+def front_figure(rec: TechniqueRecord) -> Figure:
+    """Ratio against the worst criterion use (quality), every codec, one panel per dataset:
+    points under 1 are inside every tolerance; each codec's threshold starred; lossless
+    baselines as vertical lines."""
+    datasets = sorted((rec.doc.get("datasets") or {}).items())
+    fig, axes = panel_grid(max(1, len(datasets)), ncols=2, size=(6.2, 4.0))
+    for ax, (ds, entry) in zip(axes, datasets):
+        for i, (codec, pts) in enumerate(sorted(rec.curves(ds).items())):
+            ok = [p for p in pts if p.status == "ok" and p.codec.get("ratio")]
+            xy = sorted((p.codec["ratio"], worst_use(p, entry)) for p in ok)
+            xy = [(x, max(y, 1e-4)) for x, y in xy if math.isfinite(y)]
+            if not xy:
+                continue
+            ax.plot(*zip(*xy), "o-", ms=3.5, color=f"C{i % 10}", label=codec)
+            own = ((entry.get("codecs") or {}).get(codec) or {})
+            if own.get("bound") is not None and own.get("compression_ratio"):
+                at = next((p for p in ok if p.value == own["bound"]), None)
+                if at is not None and math.isfinite(u := worst_use(at, entry)):
+                    ax.plot([own["compression_ratio"]], [max(u, 1e-4)], "*", ms=14, color=f"C{i % 10}", mec="k")
+        for name, b in (entry.get("baselines") or {}).items():
+            if b.get("compression_ratio"):
+                ax.axvline(b["compression_ratio"], color="0.5", ls=":", lw=1)
+                ax.text(b["compression_ratio"], 1.0, f" {name}", rotation=90, fontsize=7, va="top", color="0.4",
+                        transform=ax.get_xaxis_transform())
+        ax.axhline(1.0, color="k", ls="--", lw=1)
+        ax.axvline(rec.needed_ratio, color="tab:red", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compression ratio (red: needed)")
+        ax.set_ylabel("worst criterion use (1 = at a tolerance)")
+        ax.set_title(ds, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no lossy point evaluated", ha="center", va="center", transform=ax.transAxes)
+    for ax in axes[len(datasets):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{rec.name}: ratio-versus-quality front (lower right is better; star: threshold)", fontsize=10)
+    return fig
+
+
+def gain_figure(rows: list[dict[str, Any]]) -> Figure:
+    """Lossless, lossy-at-the-acceptable-bound and needed ratios, per technique and dataset."""
+    fig = Figure(figsize=(max(7.0, 1.1 * len(rows) + 2), 4.4))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.86, bottom=0.18)
+    ax = fig.subplots()
+    x = list(range(len(rows)))
+    w = 0.38
+    ax.bar([i - w / 2 for i in x], [r["lossless"] or 0 for r in rows], w, label="best lossless", color="0.6")
+    ax.bar([i + w / 2 for i in x], [r["lossy"] or 0 for r in rows], w, label="lossy at the acceptable bound",
+           color="tab:blue")
+    ax.plot(x, [r["needed"] for r in rows], "_", ms=28, mew=2.5, color="tab:red", label="needed")
+    ax.set_xticks(x, [f"{r['technique']}\n{r['dataset']}" for r in rows], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("compression ratio")
+    ax.grid(alpha=0.3, axis="y", which="both")
+    ax.legend(fontsize=8)
+    ax.set_title("How much do we gain\n('all': the worst dataset at the conservative bound)", fontsize=10)
+    return fig
+
+
+# -- html --------------------------------------------------------------------------------------
+_CSS = """body{font-family:sans-serif;margin:1.5em 2.5em;color:#222;max-width:1500px}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:left}th{background:#f0f0f0}td.num{text-align:right}img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
+.approved{color:#1a7f37;font-weight:bold}.rejected{color:#b3261e;font-weight:bold}.stale{color:#b76e00;
+font-weight:bold}.unreviewed{color:#777}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow:auto}
+.note{color:#555;font-size:13px}"""
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.{digits}g}"
+    return html.escape(str(v))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(
+        f"<td class='num'>{_fmt(c)}</td>" if isinstance(c, (int, float)) and not isinstance(c, bool)
+        else f"<td>{c if isinstance(c, _Raw) else _fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class _Raw(str):
+    """Cell content that is already HTML."""
+
+
+def _status(review: Mapping[str, Any] | None) -> _Raw:
+    review = review or {"status": "unreviewed"}
+    s = review.get("status", "unreviewed")
+    who = f" by {html.escape(str(review['reviewer']))}" if review.get("reviewer") else ""
+    when = f", {html.escape(str(review['date'])[:10])}" if review.get("date") else ""
+    note = f" — “{html.escape(str(review['note']))}”" if review.get("note") else ""
+    return _Raw(f"<span class='{s}'>{s}</span>{who}{when}{note}")
+
+
+def _img(fig: Figure, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{_png(fig)}'>"
+
+
+def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = ()) -> str:
+    """The report of ``rec`` as one HTML string (``others``: the other techniques, for the
+    gain table and plot)."""
+    doc = rec.doc
+    datasets = doc.get("datasets") or {}
+    codecs = doc.get("codecs") or {}
+    acq = doc.get("acquisition") or {}
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>LossBound report: {rec.name}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>LossBound report: {html.escape(rec.name)}</h1>",
+             f"<p class='note'>From <code>runs/thresholds/{html.escape(rec.name)}.yaml</code> (generated "
+             f"{html.escape(str(doc.get('generated', '?')))}) and the journal of points; rebuilt "
+             f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}. Rule: "
+             f"{html.escape(str(doc.get('rule', '')))}.</p>"]
+
+    # recommendation
+    best, worst = recommended(rec)
+    parts.append("<h2>Recommendation</h2>")
+    if best is None:
+        parts.append("<p>No lossy codec passed every tolerance on every dataset.</p>")
+    else:
+        entry = codecs[best]
+        parts.append(f"<p><b>{html.escape(best)}</b> at bound <b>{_fmt(entry.get('bound'))}</b> "
+                     f"(limiting dataset <b>{html.escape(str(entry.get('limiting_dataset')))}</b>): at least "
+                     f"<b>{_fmt(worst, 3)}×</b> on every dataset it combines; review: "
+                     f"{_status(entry.get('review'))}.</p>"
+                     f"<pre>{html.escape(yaml.safe_dump(codec_config(entry), sort_keys=False, default_flow_style=None, width=110))}</pre>"
+                     f"<p class='note'>Apply: <code>lossbound apply runs/thresholds/{rec.name}.yaml "
+                     f"--codec {html.escape(best)} IN.h5 OUT.h5</code></p>")
+
+    names = sorted(datasets)
+    # quality gates: how well each dataset's raw data fit its declared setup
+    gate_rows = []
+    for ds in names:
+        for gname, g in (datasets[ds].get("gates") or {}).items():
+            status = str(g.get("status"))
+            cls = {"passed": "approved", "warning": "stale", "refused": "rejected"}.get(status, "unreviewed")
+            limit = g.get("limit")
+            limit = "–".join(_fmt(v) for v in limit) if isinstance(limit, list) else limit
+            gate_rows.append([ds, gname, _Raw(f"<span class='{cls}'>{html.escape(status)}</span>"),
+                              g.get("value"), limit, g.get("unit", ""), g.get("action"),
+                              str(g.get("detail", "")) + (f" — {g['fix']}" if g.get("fix") else "")])
+    if gate_rows:
+        parts.append("<h2>Quality gates</h2><p class='note'>Measured on each dataset's raw result before any "
+                     "noise reference or search: does the raw data fit the declared setup (orientation, beam or "
+                     "rotation centre, angles, indexing)? A failed gate with action <i>refuse</i> stops the "
+                     "study; with <i>warn</i> it is listed here and the thresholds stand under that warning.</p>")
+        parts.append(_table(["dataset", "gate", "status", "value", "limit", "unit", "action", "what was measured"],
+                            gate_rows))
+
+    # thresholds
+    rows = []
+    for codec, entry in codecs.items():
+        per = entry.get("per_dataset") or {}
+        rows.append([codec, *[_bound_cell(per[d]) if d in per else "—" for d in names],
+                     entry.get("bound"), "yes" if entry.get("confirmed") else "no", entry.get("limiting_dataset"),
+                     worst_ratio(rec, codec), _status(entry.get("review"))])
+    parts.append("<h2>Thresholds</h2><p class='note'>Per dataset: the bound [its range: where the limiting "
+                 "criterion crosses its tolerance moved by ±1 standard error of its noise effect, interpolated "
+                 "between evaluated points; a fixed tolerance: the search bracket] (ratio there); "
+                 "<i>unconfirmed</i> where fewer than two less lossy values, one at most half as lossy, were "
+                 "verified. Combined: the conservative bound over the datasets measured under the same verdict "
+                 "spec (tolerances, noise reference, pipeline), confirmed when every dataset's is, the dataset "
+                 "that limits it, and the lowest ratio any dataset gets at that bound (at the nearest less lossy "
+                 "value measured; — where a dataset has none).</p>")
+    parts.append(_table(["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",
+                         "limiting dataset", "ratio at combined (worst)", "review"], rows))
+
+    # tolerances and the noise reference
+    parts.append("<h2>Tolerances and the counting-noise reference</h2>")
+    for ds in names:
+        entry = datasets[ds]
+        noise = entry.get("noise_reference") or {}
+        tol = entry.get("tolerances") or {}
+        checks = noise.get("checks") or {}
+        check = checks.get("warning") or checks.get("note") or ""
+        if "model" in noise:
+            policy = noise.get("policy") or {}
+            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>{noise['resamples']} Poisson re-samplings "
+                         f"({html.escape(noise['model'])}; K grows from {policy.get('resamples', '?')} until every "
+                         f"noise effect used is known to {_fmt(policy.get('target_se'), 2)} relative standard error, "
+                         f"at most {policy.get('max_resamples', '?')}), {_fmt(noise.get('seconds'), 3)} s once per "
+                         f"dataset (cached). A criterion with a noise factor f allows the compression at most "
+                         f"f<sup>p</sup> × what one dose of counting noise does to it (p = 2 for quadratic metrics). "
+                         f"{html.escape(check)}</p>")
+        else:
+            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>No counting-noise reference: "
+                         f"{html.escape(str(noise.get('unavailable')))} — fixed tolerances apply. "
+                         f"{html.escape(check)}</p>")
+        limits = noise.get("limits") or {}
+        trows = []
+        for metric, lim in (entry.get("limits") or {}).items():
+            spec = tol.get(metric) or {}
+            nl = limits.get(metric) or {}
+            fixed = " and ".join(f"{k} {spec[k]:g}" for k in ("min", "max") if k in spec) or "—"
+            eff = (noise.get("effects") or {}).get(metric) or {}
+            if "frames_judged" in nl:
+                effect = (f"per frame: median {_fmt(nl.get('noise_effect'), 3)} "
+                          f"({_fmt(nl.get('noise_effect_min'), 2)}–{_fmt(nl.get('noise_effect_max'), 2)}), "
+                          f"{nl.get('frames_noise')} of {nl.get('frames_judged')} frames"
+                          + (f"; fixed for the others: {nl['fixed_used']}" if nl.get("fixed_used") else ""))
+            else:
+                effect = (f"{_fmt(nl['noise_effect'], 3)} ± {_fmt(nl.get('noise_effect_se'), 2)}"
+                          if nl.get("noise_effect") is not None
+                          else f"{_fmt(eff['effect'], 3)} ± {_fmt(eff.get('se'), 2)} (not used: "
+                               f"{nl.get('fixed_used', 'fixed criterion')})" if "effect" in eff
+                          else nl.get("fixed_used", "—"))
+            if lim.get("kind") == "frames":
+                used = f"each frame within its own allowance, ≥ {_fmt(spec.get('frames', 1.0) * 100, 3)} % of frames"
+            else:
+                used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
+            trows.append([metric, fixed, spec.get("noise"), _Raw(html.escape(str(effect))), used,
+                          (entry.get("ideal") or {}).get(metric)])
+        parts.append(_table(["criterion", "fixed range", "noise factor f", "counting-noise effect",
+                             "range used", "raw vs raw"], trows))
+
+    # per codec
+    parts.append("<h2>Each criterion against the bound</h2>")
+    for codec in codecs:
+        if any(rec.curves(ds).get(codec) for ds in names):
+            parts.append(f"<h3>{html.escape(codec)}</h3>" + _img(codec_figure(rec, codec), f"{codec} criteria"))
+    parts.append("<h2>Ratio versus quality, across codecs</h2>" + _img(front_figure(rec), "ratio-quality front"))
+
+    # feasibility
+    rates = ", ".join(f"{k.replace('_gbps', '')} {v:g} GB/s" for k, v in acq.items())
+    frows = []
+    for ds in names:
+        entry = datasets[ds]
+        for kind, group in (("lossy", entry.get("codecs") or {}), ("lossless", entry.get("baselines") or {})):
+            for codec, e in group.items():
+                if kind == "lossy" and e.get("bound") is None:
+                    continue
+                # cores at the rates this report names (a dataset's entry may hold an older study's)
+                f = feasibility(e.get("compress_mbps"), {k.replace("_gbps", ""): v for k, v in acq.items()}) or {}
+                frows.append([ds, codec, e.get("bound") if kind == "lossy" else "lossless", e.get("compression_ratio"),
+                              f.get("compress_mbps_single_core"), f.get("cores_for_peak"), f.get("cores_for_detector")])
+    parts.append(f"<h2>Acquisition feasibility</h2><p class='note'>Single-core compression throughput of each "
+                 f"threshold setting (MB/s of detector bytes, measured in the study's round trip: transform, "
+                 f"filter and HDF5 write on one core), and the cores needed to keep up with {html.escape(rates)}."
+                 f"</p>")
+    parts.append(_table(["dataset", "codec", "bound", "ratio", "MB/s (1 core)", "cores for peak",
+                         "cores for detector"], frows))
+
+    # gain
+    rows = gain_rows([rec, *others])
+    grows_ = [[r["technique"], r["dataset"], r["lossless"], r["lossless_codec"], r["lossy"], r["lossy_codec"],
+               r["needed"], "yes" if (r["lossy"] or 0) >= r["needed"] else "no"] for r in rows]
+    parts.append("<h2>How much do we gain</h2><p class='note'>Per technique: the ratio reached at the acceptable "
+                 "bound next to the lossless baseline and the ratio the community needs "
+                 "(<code>technique.needed_ratio</code>).</p>")
+    parts.append(_table(["technique", "dataset", "lossless", "(codec)", "lossy at bound", "(codec)", "needed",
+                         "meets need"], grows_))
+    parts.append(_img(gain_figure(rows), "gain across techniques"))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(thresholds_path: Path, *, journal_dir: Path | None, reports_dir: Path) -> Path:
+    """Render ``reports_dir/<technique>.html`` from a thresholds file (other techniques'
+    files in the same folder feed the gain section)."""
+    thresholds_path = Path(thresholds_path)
+    rec = load_record(thresholds_path, journal_dir)
+    others = []
+    for path in sorted(thresholds_path.parent.glob("*.yaml")):
+        if path.resolve() == thresholds_path.resolve():
+            continue
+        try:
+            others.append(load_record(path, journal_dir))
+        except InputError as exc:  # a stray file beside ours: left out of the gain table, said so
+            log.warning("gain table leaves out %s", exc)
+    out = Path(reports_dir) / f"{rec.name}.html"
+    atomic_write_text(out, render_report(rec, others=others))
+    return out

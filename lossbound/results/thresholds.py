@@ -1,0 +1,411 @@
+"""Thresholds per (dataset, codec), and the conservative threshold across datasets.
+
+``runs/thresholds/<technique>.yaml``::
+
+    technique, rule, generated
+    datasets:
+      <dataset name>: {dataset: {name, source, sha256}, pipeline, tolerances, versions, date,
+                       codecs: {<codec>: {bound, ..., provenance}}, baselines: {...}}
+    codecs:            # per codec, across the datasets measured under the same tolerances
+      <codec>: {bound, limiting_dataset, per_dataset, hdf5plugin, filter_id, cd_values, ...}
+
+The threshold of a codec on one dataset is the most lossy tested value such that it and every
+less lossy tested value passed (a pass above a failure is reported, never trusted). A second
+dataset adds an entry and never erases the first; multirun jobs merge under a file lock.
+Each entry carries the hdf5plugin class and keyword arguments
+(``lossbound.codecs.filter_from_config``) plus the HDF5 filter id and ``cd_values`` for readers
+in other languages, and the chain's pre-transform and bound kind (codec protocol v2):
+``lossbound.codecs.write_payload(group, name, data, setting_for(entry), valid=mask)`` applies it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from filelock import FileLock
+
+from lossbound.codecs import CODECS, CodecSetting, filter_from_config
+from lossbound.core.errors import ConfigError
+from lossbound.core.files import atomic_write_text
+from lossbound.core.types import PointResult
+from lossbound.search import non_monotonic
+from lossbound.results.signoff import with_statuses
+
+log = logging.getLogger(__name__)
+
+RULE = ("most lossy tested value such that it and every less lossy tested value passed "
+        "(larger = more loss for error bounds; the reverse for PSNR, rate and precision modes)")
+
+
+def grows_with_value(codec: str, mode: str | None) -> bool:
+    """True when a larger value of ``mode`` means more loss."""
+    return mode not in CODECS.get(codec).less_loss_modes
+
+
+def _group_name(group: tuple, taken: set[str]) -> str:
+    codec, mode, dtype, chunks = group
+    name = codec
+    if name in taken:  # the same codec measured twice (other mode/chunks): keep both apart
+        name = "_".join(str(p) for p in (codec, mode, dtype, chunks) if p not in (None, ""))
+    taken.add(name)
+    return name
+
+
+def _codec_entry(point: PointResult) -> dict[str, Any]:
+    c = point.codec
+    return {
+        "hdf5plugin": {"class": c.get("plugin_class"), "kwargs": dict(c.get("plugin_kwargs") or {})},
+        "filter_id": c.get("filter_id"),
+        "cd_values": [int(v) for v in c.get("cd_values") or []],
+        "chunks": c.get("chunks"),
+        "chunks_setting": point.setting.get("chunks"),  # as configured (null = one frame per chunk)
+        "input_dtype": c.get("stored_dtype"),
+        "detector_dtype": c.get("original_dtype"),
+        "compression_ratio": c.get("ratio"),
+        "compress_mbps": c.get("compress_mbps"),
+        "decompress_mbps": c.get("decompress_mbps"),
+        "max_abs_error": c.get("max_abs_error"),
+        # codec protocol v2: the chain's pre-transform, the kind of bound, and the mask check
+        "transform": c.get("transform"),
+        "transform_params": dict(c.get("transform_params") or {}),
+        "bound_kind": c.get("bound_kind"),
+        "max_error_sigma": c.get("max_error_sigma"),
+        "masked_pixels": c.get("masked_pixels"),
+        "masked_pixels_changed": c.get("masked_pixels_changed"),
+    }
+
+
+def curve_threshold(points: Iterable[PointResult], *, criteria: Iterable[str] = (), tolerances: Any = None
+                    ) -> dict[str, Any]:
+    """The threshold entry of one codec curve (points differing only in their value), with
+    whether it is ``confirmed`` and, given the ``tolerances`` it was judged under, the
+    ``bound_range`` (:func:`bound_range`)."""
+    pts = [p for p in points]
+    codec, mode, dtype, chunks = pts[0].group
+    grows = grows_with_value(codec, mode)
+    pts.sort(key=lambda p: p.value if grows else -p.value)
+    accepted = first_failure = None
+    for p in pts:
+        if not p.passed:
+            first_failure = p
+            break
+        accepted = p
+    entry: dict[str, Any] = {"codec": codec, "mode": mode, "larger_means_more_loss": grows, "bound": None}
+    if accepted is not None:
+        entry["bound"] = accepted.value
+        entry.update(_codec_entry(accepted))
+        entry["criteria"] = {m: accepted.metrics.get(m) for m in criteria}
+        entry["mlflow_run_id"] = accepted.run_id
+    else:
+        entry["input_dtype"] = dtype
+        entry["chunks"] = chunks
+    entry["tested_values"] = [p.value for p in pts]
+    entry["evaluations"] = len(pts)
+    if first_failure is not None:
+        why = first_failure.reason if first_failure.status != "ok" else "; ".join(first_failure.failures)
+        entry["first_failure"] = {"bound": first_failure.value, "why": why, "mlflow_run_id": first_failure.run_id}
+    if late := non_monotonic(pts, grows=grows):
+        entry["passed_above_first_failure"] = late  # non-monotonic response: not trusted
+    entry.update(confirmation(pts, accepted, grows=grows))
+    if tolerances is not None and accepted is not None:
+        entry.update(bound_range(pts, accepted, first_failure, tolerances, grows=grows))
+    else:
+        entry.update(bound_range=None, limiting_criterion=None,
+                     bound_range_basis="no threshold" if accepted is None else "judged without tolerances")
+    return entry
+
+
+def confirmation(pts: list[PointResult], accepted: PointResult | None, *, grows: bool, need: int = 2
+                 ) -> dict[str, Any]:
+    """``confirmed``: at least ``need`` less lossy values passed below the threshold, one of
+    them at most half as lossy (they all passed: the threshold rule), and ``confirmed_by``."""
+    if accepted is None:
+        return {"confirmed": False, "confirmed_by": []}
+    t = (lambda v: math.log(v)) if grows else (lambda v: -math.log(v))
+    below = [p.value for p in pts if p.value is not None and p.value > 0 and t(p.value) < t(accepted.value) - 1e-9]
+    half = any(t(v) <= t(accepted.value) - math.log(2) + 1e-9 for v in below)
+    return {"confirmed": bool(len(below) >= need and half), "confirmed_by": sorted(below, key=t)}
+
+
+def bound_range(pts: list[PointResult], accepted: PointResult, first_failure: PointResult | None, tolerances: Any,
+                *, grows: bool) -> dict[str, Any]:
+    """Where the limiting criterion crosses its tolerance when the tolerance moves by ±1
+    standard error of its noise effect: ``bound_range`` [tight, loose], interpolated
+    (log margin against log value) between evaluated points; ``limiting_criterion`` (the one
+    whose margin crosses zero first after the threshold) and ``bound_range_basis``. A
+    criterion with a fixed tolerance has no such error: the range is the search bracket
+    (threshold, first failure). An end beyond the tested values is None (open)."""
+    t = (lambda v: math.log(v)) if grows else (lambda v: -math.log(v))
+    back = (lambda x: math.exp(x)) if grows else (lambda x: math.exp(-x))
+    ok = sorted((p for p in pts if p.status == "ok" and p.value is not None and p.value > 0), key=lambda p: t(p.value))
+    out: dict[str, Any] = {}
+    if first_failure is None:
+        return {"bound_range": [accepted.value, None], "limiting_criterion": None,
+                "bound_range_basis": "no failure tested above the threshold"}
+    fail_metrics = first_failure.status == "ok" and (first_failure.metrics or first_failure.frame_metrics)
+    if not fail_metrics or not first_failure.failures or all(f.startswith("codec ") or f.startswith("lossless")
+                                                             for f in first_failure.failures):
+        return {"bound_range": [accepted.value, first_failure.value], "limiting_criterion": "codec",
+                "bound_range_basis": "search bracket: the first failure is the codec's (crash or broken bound)"}
+
+    def margin(p: PointResult, c: Any, edge: float) -> float | None:
+        v = p.frame_metrics.get(c.metric) if c.kind == "frames" else p.metrics.get(c.metric)
+        return c.margin(v, edge=edge)
+
+    def crossing(c: Any, edge: float) -> tuple[float | None, bool]:
+        """t where the margin first turns negative (interpolated), and whether it is open."""
+        prev = None
+        for p in ok:
+            m = margin(p, c, edge)
+            if m is None:
+                continue
+            if m < 0:
+                if prev is None:
+                    return None, True  # below the least lossy tested value
+                t0, m0 = prev
+                return t0 + (t(p.value) - t0) * m0 / (m0 - m), False
+            prev = (t(p.value), m)
+        return None, True  # no failure under this tolerance among the tested values
+
+    best = None
+    for c in tolerances.criteria:
+        x, open_ = crossing(c, 0.0)
+        if x is not None and (best is None or x < best[0]):
+            best = (x, c)
+    if best is None:
+        return {"bound_range": [accepted.value, first_failure.value], "limiting_criterion": None,
+                "bound_range_basis": "search bracket (no criterion crossing between evaluated points)"}
+    c = best[1]
+    rel = float(c.relative_se())
+    out["limiting_criterion"] = c.metric
+    if rel <= 0:
+        out["bound_range"] = [accepted.value, first_failure.value]
+        out["bound_range_basis"] = f"search bracket ({c.metric} has a fixed tolerance: no noise-effect error)"
+        return out
+    (tight, tight_open), (loose, loose_open) = crossing(c, -1.0), crossing(c, 1.0)
+    lo = None if tight is None else float(f"{back(tight):.4g}")
+    hi = None if loose is None else float(f"{back(loose):.4g}")
+    out["bound_range"] = [lo, hi] if grows else [hi, lo]
+    out["bound_range_basis"] = (f"{c.metric} at its tolerance -/+ 1 standard error of its noise effect "
+                                f"(relative {rel:.0%}), interpolated between evaluated points")
+    return out
+
+
+def derive_thresholds(points: Iterable[PointResult], *, criteria: Iterable[str] = (), tolerances: Any = None
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-codec thresholds and lossless baselines from points of one dataset (judged under
+    ``tolerances``, which also give each threshold its ``bound_range``)."""
+    criteria = list(criteria)
+    groups: dict[tuple, list[PointResult]] = defaultdict(list)
+    baselines: dict[str, Any] = {}
+    for p in points:
+        if p.lossy:
+            groups[p.group].append(p)
+        elif p.status == "ok":
+            baselines[p.setting["codec"]] = _codec_entry(p) | {"lossless_exact": bool(p.codec.get("bound_held"))}
+        else:
+            baselines[p.setting["codec"]] = {"failed": p.reason}
+    codecs = {name: curve_threshold(groups[group], criteria=criteria, tolerances=tolerances)
+              for group, name in curve_names(groups).items()}
+    return codecs, baselines
+
+
+def curve_names(groups: Iterable[tuple]) -> dict[tuple, str]:
+    """The name of each lossy curve (a point's ``group``) in the thresholds file: the codec,
+    or codec_mode_dtype_chunks when one codec was measured twice."""
+    taken: set[str] = set()
+    return {group: _group_name(group, taken) for group in sorted(set(groups), key=str)}
+
+
+def plain(obj: Any) -> Any:
+    """YAML-safe plain Python (tuples -> lists, numpy scalars -> floats)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return obj.item()
+    return obj
+
+
+def resolve_dataset_name(path: Path | None, *, name: str, given: bool, sha256: str, source: str) -> str:
+    """The name a dataset's thresholds go under. A given name (``dataset.name``) is kept: new
+    content under it replaces its entry. A name made from a file or folder stem is made unique
+    by content: ``scan``, ``scan-2``, ... — the first that is free, holds this content, or was
+    measured from this very source (a file whose content changed replaces its own entry), so
+    two users' ``scan.h5`` never overwrite each other."""
+    if given or path is None or not Path(path).exists():
+        return name
+    try:
+        with FileLock(str(path) + ".lock"):
+            datasets = (yaml.safe_load(Path(path).read_text()) or {}).get("datasets") or {}
+    except (OSError, yaml.YAMLError):
+        return name
+    for k in range(1, 10_000):
+        candidate = name if k == 1 else f"{name}-{k}"
+        d = (datasets.get(candidate) or {}).get("dataset")
+        if d is None or d.get("sha256") == sha256 or d.get("source") == source:
+            return candidate
+    raise ConfigError(f"thresholds file {path}: no free name for dataset {name!r}")
+
+
+def spec_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[str]:
+    """What differs between two verdict specs (tolerances, noise reference, pipeline), named."""
+    if a is None or b is None:
+        return ["recorded without a verdict spec (an older LossBound)"] if a != b else []
+    out = []
+    for key, what in (("tolerances", "tolerances"), ("noise", "noise reference (mode, estimator, K policy, "
+                                                                "whether one was used)"), ("pipeline", "pipeline")):
+        if plain(a.get(key)) != plain(b.get(key)):
+            detail = ""
+            if isinstance(a.get(key), Mapping) and isinstance(b.get(key), Mapping):
+                keys = sorted(k for k in set(a[key]) | set(b[key]) if plain(a[key].get(k)) != plain(b[key].get(k)))
+                detail = f": {', '.join(map(str, keys[:6]))}"
+            out.append(f"{what} differ{detail}")
+    return out
+
+
+def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: Mapping[str, Any] | None = None,
+                     spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Per codec, the least lossy threshold over the datasets measured under the same verdict
+    ``spec`` (tolerances, noise reference, pipeline; the limiting dataset named); a dataset
+    where nothing passed makes it None. The others are listed under ``excluded_datasets``
+    with what differs (never dropped silently). Without a spec, the tolerances decide."""
+    combined: dict[str, Any] = {}
+    names = sorted({c for d in datasets.values() for c in (d.get("codecs") or {})})
+    for codec in names:
+        per: dict[str, Any] = {}
+        excluded: dict[str, str] = {}
+        for ds_name, d in sorted(datasets.items()):
+            entry = (d.get("codecs") or {}).get(codec)
+            if entry is None:
+                if codec in (d.get("codecs_not_applicable") or {}):
+                    excluded[ds_name] = f"not applicable: {d['codecs_not_applicable'][codec]}"
+                continue
+            if spec is not None:
+                if diff := spec_differences(spec, d.get("verdict_spec")):
+                    excluded[ds_name] = "measured under another verdict spec (" + "; ".join(diff) + ")"
+                    continue
+            elif d.get("tolerances") != tolerances:
+                excluded[ds_name] = "measured under other tolerances"
+                continue
+            per[ds_name] = entry
+        if not per:
+            if excluded:
+                combined[codec] = {"bound": None, "limiting_dataset": None, "excluded_datasets": excluded}
+            continue
+        grows = next(iter(per.values())).get("larger_means_more_loss", True)
+        none = [n for n, e in per.items() if e.get("bound") is None]
+        if none:
+            out: dict[str, Any] = {"bound": None, "limiting_dataset": none[0]}
+        else:
+            pick = min if grows else max
+            limiting = pick(per, key=lambda n: per[n]["bound"])
+            e = per[limiting]
+            out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
+                   **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
+                                            "chunks_setting", "detector_dtype", "transform", "transform_params",
+                                            "bound_kind", "compression_ratio", "feasibility", "bound_range",
+                                            "limiting_criterion", "confirmed")}}
+            # every dataset's threshold must be confirmed for the combined one to be
+            out["confirmed"] = all(bool(x.get("confirmed")) for x in per.values())
+        out["per_dataset"] = {n: {"bound": e.get("bound"), "compression_ratio": e.get("compression_ratio"),
+                                  "bound_range": e.get("bound_range"), "confirmed": e.get("confirmed")}
+                              for n, e in per.items()}
+        if excluded:
+            out["excluded_datasets"] = excluded
+        combined[codec] = out
+    return combined
+
+
+def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None) -> dict[str, Any] | None:
+    """Cores needed to compress at each rate (GB/s, 1e9 bytes) with one core's measured
+    throughput (MB/s of detector bytes, 1e6): ``{compress_mbps_single_core, cores_for_<rate>}``."""
+    if not compress_mbps or not rates or not math.isfinite(compress_mbps) or compress_mbps <= 0:
+        return None
+    out: dict[str, Any] = {"compress_mbps_single_core": float(compress_mbps)}
+    for name, gbps in rates.items():
+        out[f"cores_for_{name}"] = int(math.ceil(float(gbps) * 1e3 / compress_mbps))
+    return out
+
+
+def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: Mapping[str, Any],
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Put one dataset's entry into the thresholds file (others kept), recombine, write.
+
+    Runs under a file lock, so parallel jobs merge rather than overwrite each other. Expert
+    reviews (``reviews``) are kept, and each combined codec shows its review status (a review
+    of something that has changed since is shown *stale*). ``extra``: top-level keys of the
+    technique (``needed_ratio``, ``acquisition`` rates), replaced by the newest study.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        doc: dict[str, Any] = {}
+        if path.exists():
+            try:
+                doc = yaml.safe_load(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                log.warning("thresholds file %s unreadable (%s); starting it anew", path, exc)
+        datasets = dict(doc.get("datasets") or {})
+        old = datasets.get(dataset_name)
+        if old and (old.get("dataset") or {}).get("sha256") != entry["dataset"]["sha256"]:
+            log.warning("dataset %s changed content (sha256 %s -> %s): its thresholds are replaced",
+                        dataset_name, str(old["dataset"].get("sha256"))[:12], entry["dataset"]["sha256"][:12])
+        datasets[dataset_name] = plain(entry)
+        out = {
+            "technique": technique,
+            "rule": RULE,
+            "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **{k: doc[k] for k in ("needed_ratio", "acquisition") if k in doc},
+            **plain(dict(extra or {})),
+            "codecs": combine_datasets(datasets, tolerances=plain(entry["tolerances"]),
+                                       spec=plain(entry["verdict_spec"]) if "verdict_spec" in entry else None),
+            "datasets": datasets,
+            "reviews": dict(doc.get("reviews") or {}),
+        }
+        out = with_statuses(plain(out))
+        atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
+    return out
+
+
+def load_thresholds(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def setting_for(entry: Mapping[str, Any]) -> CodecSetting:
+    """The :class:`CodecSetting` of a thresholds entry (per dataset or combined): write a
+    user's data with it through :func:`lossbound.codecs.write_payload` to reproduce the chain —
+    pre-transform, dtype, filter, chunks and the masked pixels kept apart — exactly (a chain whose
+    transform models the frame, ``sparsify_*``, also needs ``geometry=`` of the detector)."""
+    if entry.get("bound") is None:
+        raise ConfigError(f"codec {entry.get('codec')!r} has no threshold (nothing passed); nothing to apply")
+    if not entry.get("codec"):
+        raise ConfigError("thresholds entry has no 'codec' (written by an older LossBound); re-run the study")
+    converted = entry.get("input_dtype") not in (None, entry.get("detector_dtype"))
+    chunks = entry["chunks_setting"] if "chunks_setting" in entry else entry.get("chunks")
+    setting = CodecSetting(entry["codec"], entry.get("mode"), entry["bound"],
+                           input_dtype=entry["input_dtype"] if converted else None, chunks=chunks)
+    recorded = (entry.get("hdf5plugin") or {}).get("kwargs")
+    get_config = getattr(setting.make_filter(), "get_config", None)
+    built = dict(get_config()) if callable(get_config) else setting.plugin_kwargs()
+    if recorded is not None and plain(built) != plain(recorded):
+        # the codec's spec changed since the study (e.g. Blosc2 byte- vs bit-shuffle)
+        raise ConfigError(f"codec {entry['codec']!r}: the recorded filter {recorded} is not what this version "
+                          f"builds ({built}); re-run the study")
+    recorded_transform = entry.get("transform_params")
+    if recorded_transform is not None and plain(setting.transform_params()) != plain(recorded_transform):
+        raise ConfigError(f"codec {entry['codec']!r}: the recorded pre-transform parameters {recorded_transform} are "
+                          f"not what this version uses ({setting.transform_params()}); re-run the study")
+    return setting
+
+
+def rebuild_filter(entry: Mapping[str, Any]):
+    """The hdf5plugin filter object of a thresholds entry (for ``create_dataset(**filter)``)."""
+    spec = entry["hdf5plugin"]
+    return filter_from_config(spec["class"], spec["kwargs"])

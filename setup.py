@@ -1,0 +1,21 @@
+"""Package layout (metadata is in pyproject.toml).
+
+Everything installs under ``lossbound.``; the folders the design names stay at the repository
+root and map into the package: ``pipelines/`` -> ``lossbound.pipelines``, ``evaluators/`` ->
+``lossbound.evaluators``, ``conf/`` -> ``lossbound.conf`` (the Hydra configs, package data).
+A technique or evaluator added as a sub-folder is found here without editing this file.
+"""
+from setuptools import find_packages, setup
+
+ROOT_FOLDERS = {"pipelines": "lossbound.pipelines", "evaluators": "lossbound.evaluators"}
+
+packages = find_packages(include=["lossbound", "lossbound.*"])
+package_dir = {"lossbound": "lossbound"}
+for folder, name in ROOT_FOLDERS.items():
+    packages += [name + sub[len(folder):] for sub in find_packages(include=[folder, f"{folder}.*"])]
+    package_dir[name] = folder
+packages.append("lossbound.conf")
+package_dir["lossbound.conf"] = "conf"
+
+setup(packages=packages, package_dir=package_dir, package_data={"lossbound.conf": ["*.yaml", "**/*.yaml"]},
+      include_package_data=False)
