@@ -17,5 +17,6 @@ for folder, name in ROOT_FOLDERS.items():
 packages.append("lossbound.conf")
 package_dir["lossbound.conf"] = "conf"
 
-setup(packages=packages, package_dir=package_dir, package_data={"lossbound.conf": ["*.yaml", "**/*.yaml"]},
+setup(packages=packages, package_dir=package_dir, package_data={"lossbound.conf": ["*.yaml", "**/*.yaml"],
+                                                                     "lossbound.results": ["templates/*.j2"]},
       include_package_data=False)

@@ -13,6 +13,7 @@ the peak area, the lattice parameter with its own fit uncertainty.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Mapping
@@ -26,12 +27,32 @@ from lossbound.evaluators.image import check_same_shape
 from lossbound.core.errors import ConfigError
 
 __all__ = [
-    "CUBIC_CALIBRANTS", "d_spacing", "find_strong_peaks", "fit_peak", "guinier_fit", "log_binned_ratio",
+    "cubic_lattice_constant",     "d_spacing", "find_strong_peaks", "fit_peak", "guinier_fit", "log_binned_ratio",
     "profile_deviation", "pseudo_voigt", "refine_cubic_lattice",
 ]
 
-# Cubic calibrants and their lattice parameter in Angstrom (NIST SRM values).
-CUBIC_CALIBRANTS: dict[str, float] = {"CeO2": 5.41165, "LaB6": 4.15689, "Si": 5.431195}
+
+
+@functools.lru_cache(maxsize=None)
+def cubic_lattice_constant(calibrant: str | None) -> float | None:
+    """The lattice constant (Angstrom) of a cubic pyFAI calibrant, from its first reflection
+    (``a = d * sqrt(h² + k² + l²)``, e.g. CeO2 5.411651 from NIST SRM 674b); None for an
+    unknown or non-cubic calibrant."""
+    if not calibrant:
+        return None
+    from pyFAI.calibrant import get_calibrant
+
+    try:
+        cal = get_calibrant(str(calibrant))
+        cal.dspacing  # reads the calibrant's file: its cell and reflections
+        config = cal.config
+    except (KeyError, ValueError, OSError):
+        return None
+    if config is None or "cubic" not in str(config.cell or "").lower() or not config.reflections:
+        return None
+    first = config.reflections[0]
+    h, k, l = (int(v) for v in first.hkl)
+    return float(first.dspacing) * math.sqrt(h * h + k * k + l * l)
 
 
 def profile_deviation(reference: np.ndarray, test: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
@@ -332,7 +353,7 @@ class PowderPeaks(Evaluator):
                          s[p["window"][0]:p["window"][1]], start=p["start"]) for p in peaks]
 
     def _lattice(self, outcome: Outcome, fits: list[dict[str, float] | None]) -> tuple[float, float]:
-        a0 = CUBIC_CALIBRANTS.get(str(outcome.data.meta.get("calibrant")))
+        a0 = cubic_lattice_constant(outcome.data.meta.get("calibrant"))
         good = [f for f in fits if f is not None]
         if a0 is None or not good or self.unit not in ("q_nm^-1", "q_A^-1", "2th_deg", "2th_rad"):
             return math.nan, math.nan

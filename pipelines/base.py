@@ -59,6 +59,9 @@ class Technique(abc.ABC):
     #: processes :meth:`prepare` may keep busy at once (the study sets its share of the cores:
     #: nothing else runs while the raw result is computed); results do not depend on it
     processes: int = 1
+    #: show per-frame progress bars (on a terminal): the study sets it while the raw result is
+    #: computed in the foreground, never in worker processes
+    progress: bool = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
@@ -78,6 +81,18 @@ class Technique(abc.ABC):
     @abc.abstractmethod
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """The science result (e.g. reconstructed slices) as named arrays."""
+
+    def raw_result(self, raw: Dataset) -> tuple[dict[str, Any], Result]:
+        """:meth:`prepare` and the raw data's result, computed once per dataset (and cached
+        by the study). A technique whose preparation already runs the pipeline on the raw data
+        returns that result instead of running it again."""
+        prepared = self.prepare(raw)
+        return prepared, self.run(raw, prepared)
+
+    def report_extras(self, prepared: Mapping[str, Any]) -> dict[str, Any]:
+        """What the thresholds file keeps beside a dataset's thresholds, from :meth:`prepare`
+        (e.g. what storing only a reduced result would give). JSON-able; default: nothing."""
+        return {}
 
     def noise_model(self, data: Dataset) -> str:
         """How :meth:`resample` re-measures ``data`` (one line for reports); raises

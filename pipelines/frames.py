@@ -85,9 +85,9 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
             stop = n if max_frames is None else min(n, int(max_frames))
             frames = [np.asarray(img.data)] + [np.asarray(img.getframe(i).data) for i in range(1, stop)]
             frames = np.stack(frames)
-            text = _header_text(getattr(img, "header", {}) or {})
-            header.update(format=type(img).__name__, n_frames_in_file=n, count_cutoff=_count_cutoff(text),
-                          pilatus_geometry=_pilatus_geometry(text))
+            pilatus = _pilatus_header(_header_text(getattr(img, "header", {}) or {}))
+            header.update(format=type(img).__name__, n_frames_in_file=n, count_cutoff=_count_cutoff(pilatus),
+                          pilatus_geometry=_pilatus_geometry(pilatus))
         except Exception as exc:  # fabio raises many kinds on files it cannot parse
             raise InputError(f"{path}: cannot read as a detector image ({_first_line(exc)})") from None
     frames = np.asarray(frames)
@@ -106,37 +106,33 @@ def _header_text(header: dict[str, Any]) -> str:
     return " ".join(str(v) for v in header.values())
 
 
-def _count_cutoff(text: str) -> int | None:
-    """``Count_cutoff`` of a Pilatus header (values above it are not counts)."""
-    marker = "Count_cutoff"
-    if marker not in text:
-        return None
+def _pilatus_header(text: str) -> Any:
+    """fabio's parse of a Pilatus header (the ``# Key value`` lines of a CBF or TIFF), or
+    None where the text is not one it can read."""
+    from fabio.cbfimage import PilatusHeader
+
     try:
-        return int(text.split(marker, 1)[1].split()[0])
-    except (IndexError, ValueError):
+        return PilatusHeader(text)
+    except (ValueError, IndexError, TypeError):
         return None
 
 
-def _pilatus_geometry(text: str) -> dict[str, float] | None:
-    """Wavelength (A), detector distance (m), beam centre (x, y px) and pixel size (m) from a
-    Pilatus mini-CBF header; None when any is missing."""
-    import re
+def _count_cutoff(ph: Any) -> int | None:
+    """``Count_cutoff`` of a Pilatus header (values above it are not counts)."""
+    try:
+        return int(ph["Count_cutoff"]) if ph is not None and "Count_cutoff" in ph else None
+    except (TypeError, ValueError):
+        return None
 
-    number = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-    patterns = {
-        "wavelength_A": rf"Wavelength\s+{number}\s*A",
-        "distance_m": rf"Detector_distance\s+{number}\s*m",
-        "beam_x": rf"Beam_xy\s*\(\s*{number}\s*,",
-        "beam_y": rf"Beam_xy\s*\(\s*{number}\s*,\s*{number}",
-        "pixel_m": rf"Pixel_size\s+{number}\s*m",
-    }
-    out: dict[str, float] = {}
-    for key, pattern in patterns.items():
-        found = re.search(pattern, text)
-        if found is None:
-            return None
-        out[key] = float(found.group(found.lastindex))
-    return out
+
+def _pilatus_geometry(ph: Any) -> dict[str, float] | None:
+    """Wavelength (A), detector distance (m), beam centre (x, y px) and pixel size (m) from a
+    Pilatus header; None when any is missing."""
+    keys = ("Wavelength", "Detector_distance", "Beam_xy", "Pixel_size")
+    if ph is None or not all(k in ph for k in keys):
+        return None
+    return {"wavelength_A": float(ph["Wavelength"]), "distance_m": float(ph["Detector_distance"]),
+            "beam_x": float(ph["Beam_xy"][0]), "beam_y": float(ph["Beam_xy"][1]), "pixel_m": float(ph["Pixel_size"][0])}
 
 
 def geometry_from_header(geometry: dict[str, float], shape: tuple[int, int]):

@@ -174,7 +174,7 @@ def test_a_decompressed_output_seen_before_shares_that_points_result(tmp_path, m
     pipeline_runs = len(runs)
     ctx = context.context_for(next(iter(context._CONTEXTS.values())).spec)
     # the raw result (1) + the noise reference's re-samplings + 2 and 64: never 2.5 or 3.5
-    assert pipeline_runs == 1 + ctx.noise.get("resamples", 0) + 2, pipeline_runs
+    assert pipeline_runs == 1 + ctx.noise.resamples + 2, pipeline_runs
     # computed in full, 3.5 gives exactly the metrics it was given
     full = evaluate_point(ctx, CodecSetting.from_dict(by_value[3.5].setting))
     assert full.same_output_as is None and full.metrics == by_value[3.5].metrics

@@ -16,6 +16,7 @@ noise-referenced criterion's ratio falls outside [0.8, 1.25] (it must keep a fix
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -33,8 +34,14 @@ def compose(overrides: list[str]):
     return _compose(overrides, resolve=True)
 
 
+def _description() -> str:
+    """The module's doc without its first line's markup (the --help page)."""
+    return __doc__.replace("``", "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="lossbound calibrate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="lossbound calibrate", description=_description(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. technique=sx")
     parser.add_argument("--truths", type=int, default=None,
                         help="measurements compared with the true result (default: technique.calibration.truths)")
@@ -42,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measurements the study's estimator is run on, each as the measured dataset "
                              "(default: technique.calibration.estimates)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hdf5plugin").setLevel(logging.WARNING)
     try:

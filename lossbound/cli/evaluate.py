@@ -22,7 +22,8 @@ log = logging.getLogger("evaluate")
 
 
 def runtime_info() -> dict[str, Any]:
-    """Jobs running side by side on this machine and the multirun parent, from Hydra."""
+    """What Hydra knows and the study logs: the command line's overrides, and for a multirun
+    the jobs running side by side on this machine and the multirun's MLflow parent."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -30,10 +31,11 @@ def runtime_info() -> dict[str, Any]:
         hc = HydraConfig.get()
     except ValueError:  # composed outside @hydra.main (tests)
         return {}
+    out: dict[str, Any] = {"overrides": list(hc.overrides.task)}
     if hc.mode != RunMode.MULTIRUN:
-        return {}
-    from lossbound.tracking.callbacks import multirun_parent
+        return out
     from lossbound.study.executor import available_cores
+    from lossbound.tracking.callbacks import multirun_parent
 
     target = str(hc.launcher.get("_target_", "")).lower()
     jobs = 1
@@ -43,7 +45,7 @@ def runtime_info() -> dict[str, Any]:
     elif "submitit" in target and "local" in target:
         jobs = available_cores()  # submitit_local starts every job at once
     label = f"{hc.job.name} multirun {Path(hc.sweep.dir).name}"
-    return {"parallel_jobs": jobs, "parent_run": multirun_parent(hc.sweep.dir, label)}
+    return {**out, "parallel_jobs": jobs, "parent_run": multirun_parent(hc.sweep.dir, label)}
 
 
 def run(cfg: DictConfig):

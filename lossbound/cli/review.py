@@ -44,10 +44,17 @@ _TAG_KEYS = ("decision", "reviewer", "date", "note", "authenticated", "codec", "
 _PAST = {"approve": "approved", "reject": "rejected"}
 
 
+_WHO_SIGNS = """Who signs: on a tracking server running MLflow's basic-auth app, the user logged in through
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (--by must match it), with EDIT permission
+on the experiment; elsewhere (sqlite, a server without auth) --by NAME is required and recorded
+as not authenticated. A changed dataset or tolerance makes a decision stale (status shows it)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="lossbound review",
                      description="Approve or reject a codec's threshold (tags its MLflow runs, records it in the "
-                                 "thresholds file), or show every codec's review status.")
+                                 "thresholds file), or show every codec's review status.",
+                     epilog=_WHO_SIGNS, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     for action in ("approve", "reject", "status"):
         p = sub.add_parser(action, help={"approve": "approve a codec's threshold",
@@ -64,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--note", default="", metavar="TEXT",
                            help="why (kept in MLflow and in the thresholds file)")
             p.add_argument("--tracking-uri", metavar="URI",
-                           help="MLflow store holding the runs (default: see the module doc)")
+                           help="MLflow store holding the runs (default: $MLFLOW_TRACKING_URI, else the store the "
+                                "thresholds file records, else <runs>/mlflow.db)")
     return parser
 
 

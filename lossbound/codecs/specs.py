@@ -3,7 +3,8 @@
 A :class:`CodecSpec` describes one hdf5plugin filter (which keyword each of our modes maps
 to, which modes are safe on which dtypes); a :class:`CodecSetting` is one concrete point of a
 sweep (codec, mode, value, dtype conversion, chunking). Adding a codec means adding one
-``_register(CodecSpec(...))`` entry at the bottom of this module.
+module to :mod:`lossbound.codecs.filters` that calls ``register(CodecSpec(...))``, plus its
+``conf/codec/<name>.yaml``.
 
 Everything here is pure Python: nothing touches a compression library, so invalid settings
 are refused before a C codec can crash or silently corrupt the process.
@@ -139,10 +140,12 @@ def filter_from_config(plugin_class: str, kwargs: Mapping[str, Any]) -> Any:
 
 
 
-CODECS: Registry[CodecSpec] = Registry("codec")
+#: every codec by name, one module per codec family in :mod:`lossbound.codecs.filters`
+CODECS: Registry[CodecSpec] = Registry("codec", package="lossbound.codecs.filters")
 
 
-def _register(spec: CodecSpec) -> CodecSpec:
+def register(spec: CodecSpec) -> CodecSpec:
+    """Add ``spec`` to :data:`CODECS` (called by the modules of :mod:`lossbound.codecs.filters`)."""
     return CODECS.register(spec.name)(spec)
 
 
@@ -476,128 +479,3 @@ def settings_from_config(name: str, cfg: Mapping[str, Any]) -> list[CodecSetting
         msg = str(exc)
         raise ConfigError(msg if msg.startswith(f"codec config {name!r}") else f"codec config {name!r}: {msg}") from exc
     return settings
-
-
-# -- the codecs ------------------------------------------------------------------------------
-_register(
-    CodecSpec(
-        name="sz3",
-        plugin_class="SZ3",
-        modes={
-            "absolute": "absolute",
-            "relative": "relative",
-            "norm2": "norm2",
-            "psnr": "peak_signal_to_noise_ratio",
-        },
-        bounded_modes=frozenset({"absolute"}),
-        less_loss_modes=frozenset({"psnr"}),
-        notes="works on integer data directly; a bound < 1 on ints is lossless",
-    )
-)
-_register(
-    CodecSpec(
-        name="sz",
-        plugin_class="SZ",
-        modes={"absolute": "absolute", "relative": "relative", "pointwise_relative": "pointwise_relative"},
-        int_unsafe_modes=frozenset({"pointwise_relative"}),
-        bounded_modes=frozenset({"absolute"}),
-        notes="pointwise_relative calls exit(0) on integer data, killing the process",
-    )
-)
-_register(
-    CodecSpec(
-        name="zfp",
-        plugin_class="Zfp",
-        modes={"absolute": "accuracy", "precision": "precision", "rate": "rate"},
-        float_only=True,
-        bounded_modes=frozenset({"absolute"}),
-        integer_modes=frozenset({"precision"}),
-        less_loss_modes=frozenset({"precision", "rate"}),
-        notes="rejects uint16; on int32/uint32 the absolute bound is not honoured",
-    )
-)
-_register(
-    CodecSpec(
-        name="sperr",
-        plugin_class="Sperr",
-        modes={"absolute": "absolute", "rate": "rate", "psnr": "peak_signal_to_noise_ratio"},
-        float_only=True,
-        bounded_modes=frozenset({"absolute"}),
-        less_loss_modes=frozenset({"rate", "psnr"}),
-        notes="segfaults or returns garbage on integer data",
-    )
-)
-_register(
-    CodecSpec(
-        name="bitshuffle_lz4",
-        plugin_class="Bitshuffle",
-        lossy=False,
-        fixed_kwargs={"cname": "lz4"},
-    )
-)
-_register(
-    CodecSpec(
-        name="zstd",
-        plugin_class="Zstd",
-        modes={"clevel": "clevel"},
-        lossy=False,
-        integer_modes=frozenset({"clevel"}),
-    )
-)
-_register(
-    CodecSpec(
-        name="blosc2",
-        plugin_class="Blosc2",
-        modes={"clevel": "clevel"},
-        lossy=False,
-        integer_modes=frozenset({"clevel"}),
-        fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE},
-        notes="bit-shuffle + Zstd: beat Bitshuffle-LZ4 on every shared detector frame",
-    )
-)
-
-# The noise-aware quantiser (lossbound.codecs.quantiser) followed by a standard lossless filter:
-# value = step as a fraction f of each count's Poisson sigma; error <= f/2 sigma, counts below
-# 4/f**2 exact, dtype kept, so the file needs nothing but the lossless filter to be read.
-for _name, _cls, _kwargs in (
-    ("quant_bslz4", "Bitshuffle", {"cname": "lz4"}),
-    ("quant_zstd", "Zstd", {}),
-    ("quant_blosc2", "Blosc2", {"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE}),
-):
-    _register(
-        CodecSpec(
-            name=_name,
-            plugin_class=_cls,
-            modes={"step_sigma": "step_sigma"},
-            sigma_modes=frozenset({"step_sigma"}),
-            sigma_error_per_value=0.5,
-            transform="noise_quantiser",
-            integer_only=True,
-            fixed_kwargs=_kwargs,
-            notes="noise quantiser (power-of-two steps <= f sigma, centred) + lossless filter",
-        )
-    )
-
-# Bragg-preserving reduction (lossbound.codecs.transforms.bragg_sparsify) + Blosc2: pixels whose
-# 3x3 box stands k_sigma above the azimuthal background, grown by a margin, kept exactly;
-# the rest becomes the background model (rounded, or re-drawn with Poisson noise). The value
-# searched is k_sigma (larger = fewer pixels kept = more loss); the margin is one codec per
-# value, so a multirun over them searches it too.
-for _name, _margin, _noise in (("sparsify_m1", 1, False), ("sparsify_m2", 2, False), ("sparsify_m3", 3, False),
-                               ("sparsify_m2_noise", 2, True)):
-    _register(
-        CodecSpec(
-            name=_name,
-            plugin_class="Blosc2",
-            modes={"k_sigma": "k_sigma"},
-            transform="bragg_sparsify",
-            # the background model's parameters are the sx pipeline's defaults, recorded in
-            # every thresholds entry (transform_params)
-            transform_kwargs={"margin": _margin, "noise": _noise, "npt": 500, "clip_sigma": 3.0, "clip_iterations": 5},
-            needs_geometry=True,
-            integer_only=True,
-            fixed_kwargs={"cname": "zstd", "clevel": 5, "filters": hdf5plugin.Blosc2.BITSHUFFLE},
-            notes=f"Bragg spots + {_margin} px kept exactly, background replaced by its azimuthal model"
-                  + (" with Poisson noise re-drawn" if _noise else "") + "; Blosc2",
-        )
-    )

@@ -47,6 +47,12 @@ class Dataset:
     def payload_array(self) -> np.ndarray:
         return self.arrays[self.payload]
 
+    @property
+    def geometry(self) -> Mapping[str, Any] | None:
+        """The detector geometry (pyFAI PONI fields) of techniques that have one: what a
+        codec with a detector model (the Bragg-preserving reduction) needs besides the array."""
+        return self.meta.get("geometry")
+
     @cached_property
     def checksum(self) -> str:
         """SHA-256 of the array contents and mask (independent of the file layout)."""

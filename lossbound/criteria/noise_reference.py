@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from lossbound.core.errors import ConfigError, NotApplicable
 from lossbound.core.types import Outcome
@@ -48,6 +49,70 @@ _VERSION = 2
 
 # re-sampled payloads in, each one's metrics out, in order (scalars, and per-frame lists)
 EvaluateMany = Callable[[Iterator[np.ndarray]], Iterable[dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseReference:
+    """One dataset's counting-noise reference, or why it has none (``unavailable``).
+
+    ``values`` / ``frame_values``: each metric over the K re-samplings (per frame for
+    per-frame metrics); ``effects`` / ``frame_effects``: the noise effect and its standard
+    error derived from them (set once the raw metrics are known); ``checks``: whether the
+    data behave as the noise model assumes (gain, photon dispersion).
+    """
+
+    unavailable: str | None = None
+    model: str | None = None
+    estimator: str | None = None
+    resamples: int = 0
+    resamples_needed: int | None = None
+    steps: tuple[int, ...] = ()
+    seed: int | None = None
+    seconds: float = 0.0
+    cached: bool = True
+    values: Mapping[str, list[float]] = dataclasses.field(default_factory=dict)
+    frame_values: Mapping[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+    effects: Mapping[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    frame_effects: Mapping[str, list[dict[str, float]]] = dataclasses.field(default_factory=dict)
+    checks: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
+
+    @classmethod
+    def none(cls, reason: str) -> "NoiseReference":
+        return cls(unavailable=reason)
+
+    @classmethod
+    def from_measurement(cls, doc: Mapping[str, Any], *, cached: bool) -> "NoiseReference":
+        """From what :func:`measure` returned (and the cache kept)."""
+        return cls(model=doc["model"], estimator=doc.get("estimator"), resamples=int(doc["resamples"]),
+                   resamples_needed=doc.get("resamples_needed"), steps=tuple(doc.get("steps") or ()),
+                   seed=doc.get("seed"), seconds=float(doc.get("seconds", 0.0)), cached=cached,
+                   values=dict(doc.get("values") or {}), frame_values=dict(doc.get("frame_values") or {}))
+
+    def with_effects(self, ideal: Mapping[str, float], frame_ideal: Mapping[str, list[float]]) -> "NoiseReference":
+        """The effects of every metric against the raw data's own (ideal) values."""
+        return dataclasses.replace(self, effects=noise_effects(self.values, ideal),
+                                   frame_effects=frame_effects(self.frame_values, frame_ideal))
+
+    def summary(self, tolerances: Any, settings: NoiseSettings) -> dict[str, Any]:
+        """The reference as the thresholds file and MLflow record it: model, estimator, K
+        policy and the K used, its cost, the checks, and per criterion of ``tolerances`` the
+        noise effect beside the fixed and the derived range."""
+        if not self.available:
+            return {"unavailable": self.unavailable, "checks": dict(self.checks)}
+        effects = {c.metric: self.effects[c.metric] for c in tolerances if c.metric in self.effects}
+        return {"model": self.model, "estimator": self.estimator, "resamples": self.resamples,
+                "resamples_needed": self.resamples_needed, "policy": settings.describe(),
+                "seed": self.seed, "seconds": self.seconds, "cached": self.cached,
+                "checks": dict(self.checks), "limits": tolerances.noise_limits(),
+                # every criterion's change from counting noise alone (noise-referenced or not)
+                "effects": {m: {"effect": e["effect"], "se": e["effect_sd"]} for m, e in effects.items()},
+                "frame_effects": {c.metric: [{"effect": e["effect"], "se": e["effect_sd"]}
+                                             for e in self.frame_effects[c.metric]]
+                                  for c in tolerances if c.metric in self.frame_effects}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +242,8 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
     t0 = time.perf_counter()
     k, target = 0, settings.resamples
     history: list[int] = []
+    # K grows as the effects ask: the bar's total follows it (shown on a terminal only)
+    bar = tqdm(desc=f"noise reference of {raw.data.name}", unit="resample", total=target, disable=None, leave=False)
     while True:
         draws = (technique.resample(raw.data, rng) for _ in range(target - k))  # drawn as consumed
         if evaluate_many is None:
@@ -190,7 +257,8 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
             for m, v in frames.items():
                 frame_values.setdefault(m, []).append(v)
             k += 1
-            log.info("noise reference of %s: re-sampling %d done", raw.data.name, k)
+            bar.update(1)
+            log.debug("noise reference of %s: re-sampling %d done", raw.data.name, k)
         history.append(k)
         needs = _needed(values, frame_values, ideal, frame_ideal, used, settings.target_se)
         need = max(needs.values(), default=0)
@@ -201,6 +269,9 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
             break
         # at least two more (a step worth a process start), at most the cap
         target = min(settings.max_resamples, max(reachable, k + 2))
+        bar.total = target
+        bar.refresh()
+    bar.close()
     seconds = time.perf_counter() - t0
     if need > k:
         beyond = sorted(m for m, n in needs.items() if n > k)
@@ -233,19 +304,19 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
                     evaluate: Callable[[Outcome], dict[str, Any]], settings: NoiseSettings, *,
                     cache: ResultCache, key: Mapping[str, Any], ideal: Mapping[str, float],
                     frame_ideal: Mapping[str, list[float]], used: Mapping[str, str],
-                    evaluate_many: EvaluateMany | None = None) -> dict[str, Any]:
-    """The noise reference of ``raw`` (cached under ``key`` + the settings), or
-    ``{"unavailable": reason}`` when the technique has no noise model for the data and the
-    mode is auto (mode on: a ConfigError)."""
+                    evaluate_many: EvaluateMany | None = None) -> NoiseReference:
+    """The noise reference of ``raw`` (cached under ``key`` + the settings), or one that says
+    why there is none when the technique has no noise model for the data and the mode is auto
+    (mode on: a ConfigError)."""
     if settings.mode == "off":
-        return {"unavailable": "technique.noise_reference.mode=off"}
+        return NoiseReference.none("technique.noise_reference.mode=off")
     try:
         model = technique.noise_model(raw.data)
     except NotApplicable as exc:
         if settings.mode == "on":
             raise ConfigError(f"technique.noise_reference.mode=on but {exc}") from None
         log.warning("no counting-noise reference: %s (fixed tolerances apply)", exc)
-        return {"unavailable": str(exc)}
+        return NoiseReference.none(str(exc))
     # the model's own parameters (a gain, a dark level) are in its description: part of the key
     what = {"noise_reference": {**settings.describe(), "version": _VERSION, "used": dict(sorted(used.items()))},
             "model": model, **key}
@@ -258,9 +329,8 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
             raise
         reason = f"the pipeline failed on a re-sampling ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         log.warning("no counting-noise reference: %s (fixed tolerances apply)", reason)
-        return {"unavailable": reason}
-    doc = dict(doc, cached=hit)
+        return NoiseReference.none(reason)
     if not hit:
         log.info("noise reference of %s: %d re-samplings in %.1f s (%s)", raw.data.name, doc["resamples"],
                  doc["seconds"], doc["model"])
-    return doc
+    return NoiseReference.from_measurement(doc, cached=hit)

@@ -12,23 +12,23 @@ against the lossless baseline and the ratio the community needs, across techniqu
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as _dt
-import html
-import io
+import functools
 import logging
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import jinja2
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lossbound.core.errors import InputError
 from lossbound.core.files import atomic_write_text
+from lossbound.core.png import png_data_uri
 from lossbound.core.types import PointResult
 from lossbound.results.export import codec_config
 from lossbound.results.journal import Journal
@@ -188,12 +188,6 @@ def gain_rows(records: Iterable[TechniqueRecord]) -> list[dict[str, Any]]:
 
 
 # -- figures -----------------------------------------------------------------------------------
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     """Each criterion and the ratio against the bound, one line per dataset: its tolerance
     band shaded, its threshold dotted, the combined threshold solid black."""
@@ -252,18 +246,6 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold, its "
                  f"range shaded; black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
     return fig
-
-
-def _bound_cell(per: Mapping[str, Any]) -> str:
-    """``bound [lo–hi] (ratio×)``, flagged when unconfirmed."""
-    rng = per.get("bound_range") or [None, None]
-    text = _fmt(per.get("bound"))
-    if per.get("bound") is not None and rng:
-        text += f" [{_fmt(rng[0]) if rng[0] is not None else '<'}–{_fmt(rng[1]) if rng[1] is not None else '>'}]"
-    text += f" ({_fmt(per.get('compression_ratio'), 3)}×)"
-    if per.get("bound") is not None and not per.get("confirmed"):
-        text += " unconfirmed"
-    return text
 
 
 def _autoscale_to_data(ax, *, also: Iterable[float] = ()) -> None:
@@ -353,197 +335,140 @@ text-align:left}th{background:#f0f0f0}td.num{text-align:right}img{max-width:100%
 font-weight:bold}.unreviewed{color:#777}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow:auto}
 .note{color:#555;font-size:13px}"""
 
+_GATE_CLASS = {"passed": "approved", "warning": "stale", "refused": "rejected"}
+
 
 def _fmt(v: Any, digits: int = 4) -> str:
+    """A cell's text (the template escapes it)."""
     if v is None:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.{digits}g}"
-    return html.escape(str(v))
+    return str(v)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(
-        f"<td class='num'>{_fmt(c)}</td>" if isinstance(c, (int, float)) and not isinstance(c, bool)
-        else f"<td>{c if isinstance(c, _Raw) else _fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+@functools.lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("lossbound.results", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    return env.get_template("report.html.j2")
 
 
-class _Raw(str):
-    """Cell content that is already HTML."""
+def _bound_cell(per: Mapping[str, Any]) -> str:
+    """``bound [lo–hi] (ratio×)``, flagged when unconfirmed."""
+    rng = per.get("bound_range") or [None, None]
+    text = _fmt(per.get("bound"))
+    if per.get("bound") is not None and rng:
+        text += f" [{_fmt(rng[0]) if rng[0] is not None else '<'}–{_fmt(rng[1]) if rng[1] is not None else '>'}]"
+    text += f" ({_fmt(per.get('compression_ratio'), 3)}×)"
+    if per.get("bound") is not None and not per.get("confirmed"):
+        text += " unconfirmed"
+    return text
 
 
-def _status(review: Mapping[str, Any] | None) -> _Raw:
-    review = review or {"status": "unreviewed"}
-    s = review.get("status", "unreviewed")
-    who = f" by {html.escape(str(review['reviewer']))}" if review.get("reviewer") else ""
-    when = f", {html.escape(str(review['date'])[:10])}" if review.get("date") else ""
-    note = f" — “{html.escape(str(review['note']))}”" if review.get("note") else ""
-    return _Raw(f"<span class='{s}'>{s}</span>{who}{when}{note}")
-
-
-def _img(fig: Figure, alt: str) -> str:
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{_png(fig)}'>"
+def _tolerance_section(ds: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One dataset's tolerances beside its counting-noise reference."""
+    noise = entry.get("noise_reference") or {}
+    tol = entry.get("tolerances") or {}
+    checks = noise.get("checks") or {}
+    out: dict[str, Any] = {"name": ds, "check": checks.get("warning") or checks.get("note") or "",
+                           "noise": None, "unavailable": str(noise.get("unavailable"))}
+    if "model" in noise:
+        policy = noise.get("policy") or {}
+        out["noise"] = {"resamples": noise["resamples"], "model": noise["model"],
+                        "first": policy.get("resamples", "?"), "target_se": policy.get("target_se"),
+                        "max": policy.get("max_resamples", "?"), "seconds": noise.get("seconds")}
+    limits = noise.get("limits") or {}
+    rows = []
+    for metric, lim in (entry.get("limits") or {}).items():
+        spec = tol.get(metric) or {}
+        nl = limits.get(metric) or {}
+        fixed = " and ".join(f"{k} {spec[k]:g}" for k in ("min", "max") if k in spec) or "—"
+        eff = (noise.get("effects") or {}).get(metric) or {}
+        if "frames_judged" in nl:
+            effect = (f"per frame: median {_fmt(nl.get('noise_effect'), 3)} "
+                      f"({_fmt(nl.get('noise_effect_min'), 2)}–{_fmt(nl.get('noise_effect_max'), 2)}), "
+                      f"{nl.get('frames_noise')} of {nl.get('frames_judged')} frames"
+                      + (f"; fixed for the others: {nl['fixed_used']}" if nl.get("fixed_used") else ""))
+        else:
+            effect = (f"{_fmt(nl['noise_effect'], 3)} ± {_fmt(nl.get('noise_effect_se'), 2)}"
+                      if nl.get("noise_effect") is not None
+                      else f"{_fmt(eff['effect'], 3)} ± {_fmt(eff.get('se'), 2)} (not used: "
+                           f"{nl.get('fixed_used', 'fixed criterion')})" if "effect" in eff
+                      else nl.get("fixed_used", "—"))
+        if lim.get("kind") == "frames":
+            used = f"each frame within its own allowance, ≥ {_fmt(spec.get('frames', 1.0) * 100, 3)} % of frames"
+        else:
+            used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
+        rows.append([metric, fixed, spec.get("noise"), str(effect), used, (entry.get("ideal") or {}).get(metric)])
+    out["rows"] = rows
+    return out
 
 
 def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = ()) -> str:
     """The report of ``rec`` as one HTML string (``others``: the other techniques, for the
-    gain table and plot)."""
+    gain table and plot), from the template ``templates/report.html.j2``."""
     doc = rec.doc
     datasets = doc.get("datasets") or {}
     codecs = doc.get("codecs") or {}
     acq = doc.get("acquisition") or {}
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>LossBound report: {rec.name}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>LossBound report: {html.escape(rec.name)}</h1>",
-             f"<p class='note'>From <code>runs/thresholds/{html.escape(rec.name)}.yaml</code> (generated "
-             f"{html.escape(str(doc.get('generated', '?')))}) and the journal of points; rebuilt "
-             f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}. Rule: "
-             f"{html.escape(str(doc.get('rule', '')))}.</p>"]
-
-    # recommendation
-    best, worst = recommended(rec)
-    parts.append("<h2>Recommendation</h2>")
-    if best is None:
-        parts.append("<p>No lossy codec passed every tolerance on every dataset.</p>")
-    else:
-        entry = codecs[best]
-        parts.append(f"<p><b>{html.escape(best)}</b> at bound <b>{_fmt(entry.get('bound'))}</b> "
-                     f"(limiting dataset <b>{html.escape(str(entry.get('limiting_dataset')))}</b>): at least "
-                     f"<b>{_fmt(worst, 3)}×</b> on every dataset it combines; review: "
-                     f"{_status(entry.get('review'))}.</p>"
-                     f"<pre>{html.escape(yaml.safe_dump(codec_config(entry), sort_keys=False, default_flow_style=None, width=110))}</pre>"
-                     f"<p class='note'>Apply: <code>lossbound apply runs/thresholds/{rec.name}.yaml "
-                     f"--codec {html.escape(best)} IN.h5 OUT.h5</code></p>")
-
     names = sorted(datasets)
+
+    best, worst = recommended(rec)
+    recommendation = None
+    if best is not None:
+        entry = codecs[best]
+        recommendation = {"codec": best, "bound": entry.get("bound"), "limiting": entry.get("limiting_dataset"),
+                          "worst": worst, "review": entry.get("review"),
+                          "config": yaml.safe_dump(codec_config(entry), sort_keys=False, default_flow_style=None,
+                                                   width=110)}
     # quality gates: how well each dataset's raw data fit its declared setup
-    gate_rows = []
+    gates = []
     for ds in names:
         for gname, g in (datasets[ds].get("gates") or {}).items():
             status = str(g.get("status"))
-            cls = {"passed": "approved", "warning": "stale", "refused": "rejected"}.get(status, "unreviewed")
             limit = g.get("limit")
             limit = "–".join(_fmt(v) for v in limit) if isinstance(limit, list) else limit
-            gate_rows.append([ds, gname, _Raw(f"<span class='{cls}'>{html.escape(status)}</span>"),
-                              g.get("value"), limit, g.get("unit", ""), g.get("action"),
-                              str(g.get("detail", "")) + (f" — {g['fix']}" if g.get("fix") else "")])
-    if gate_rows:
-        parts.append("<h2>Quality gates</h2><p class='note'>Measured on each dataset's raw result before any "
-                     "noise reference or search: does the raw data fit the declared setup (orientation, beam or "
-                     "rotation centre, angles, indexing)? A failed gate with action <i>refuse</i> stops the "
-                     "study; with <i>warn</i> it is listed here and the thresholds stand under that warning.</p>")
-        parts.append(_table(["dataset", "gate", "status", "value", "limit", "unit", "action", "what was measured"],
-                            gate_rows))
-
-    # thresholds
-    rows = []
+            gates.append([ds, gname, {"gate": status, "cls": _GATE_CLASS.get(status, "unreviewed")},
+                          g.get("value"), limit, g.get("unit", ""), g.get("action"),
+                          str(g.get("detail", "")) + (f" — {g['fix']}" if g.get("fix") else "")])
+    thresholds = []
     for codec, entry in codecs.items():
         per = entry.get("per_dataset") or {}
-        rows.append([codec, *[_bound_cell(per[d]) if d in per else "—" for d in names],
-                     entry.get("bound"), "yes" if entry.get("confirmed") else "no", entry.get("limiting_dataset"),
-                     worst_ratio(rec, codec), _status(entry.get("review"))])
-    parts.append("<h2>Thresholds</h2><p class='note'>Per dataset: the bound [its range: where the limiting "
-                 "criterion crosses its tolerance moved by ±1 standard error of its noise effect, interpolated "
-                 "between evaluated points; a fixed tolerance: the search bracket] (ratio there); "
-                 "<i>unconfirmed</i> where fewer than two less lossy values, one at most half as lossy, were "
-                 "verified. Combined: the conservative bound over the datasets measured under the same verdict "
-                 "spec (tolerances, noise reference, pipeline), confirmed when every dataset's is, the dataset "
-                 "that limits it, and the lowest ratio any dataset gets at that bound (at the nearest less lossy "
-                 "value measured; — where a dataset has none).</p>")
-    parts.append(_table(["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",
-                         "limiting dataset", "ratio at combined (worst)", "review"], rows))
-
-    # tolerances and the noise reference
-    parts.append("<h2>Tolerances and the counting-noise reference</h2>")
-    for ds in names:
-        entry = datasets[ds]
-        noise = entry.get("noise_reference") or {}
-        tol = entry.get("tolerances") or {}
-        checks = noise.get("checks") or {}
-        check = checks.get("warning") or checks.get("note") or ""
-        if "model" in noise:
-            policy = noise.get("policy") or {}
-            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>{noise['resamples']} Poisson re-samplings "
-                         f"({html.escape(noise['model'])}; K grows from {policy.get('resamples', '?')} until every "
-                         f"noise effect used is known to {_fmt(policy.get('target_se'), 2)} relative standard error, "
-                         f"at most {policy.get('max_resamples', '?')}), {_fmt(noise.get('seconds'), 3)} s once per "
-                         f"dataset (cached). A criterion with a noise factor f allows the compression at most "
-                         f"f<sup>p</sup> × what one dose of counting noise does to it (p = 2 for quadratic metrics). "
-                         f"{html.escape(check)}</p>")
-        else:
-            parts.append(f"<h3>{html.escape(ds)}</h3><p class='note'>No counting-noise reference: "
-                         f"{html.escape(str(noise.get('unavailable')))} — fixed tolerances apply. "
-                         f"{html.escape(check)}</p>")
-        limits = noise.get("limits") or {}
-        trows = []
-        for metric, lim in (entry.get("limits") or {}).items():
-            spec = tol.get(metric) or {}
-            nl = limits.get(metric) or {}
-            fixed = " and ".join(f"{k} {spec[k]:g}" for k in ("min", "max") if k in spec) or "—"
-            eff = (noise.get("effects") or {}).get(metric) or {}
-            if "frames_judged" in nl:
-                effect = (f"per frame: median {_fmt(nl.get('noise_effect'), 3)} "
-                          f"({_fmt(nl.get('noise_effect_min'), 2)}–{_fmt(nl.get('noise_effect_max'), 2)}), "
-                          f"{nl.get('frames_noise')} of {nl.get('frames_judged')} frames"
-                          + (f"; fixed for the others: {nl['fixed_used']}" if nl.get("fixed_used") else ""))
-            else:
-                effect = (f"{_fmt(nl['noise_effect'], 3)} ± {_fmt(nl.get('noise_effect_se'), 2)}"
-                          if nl.get("noise_effect") is not None
-                          else f"{_fmt(eff['effect'], 3)} ± {_fmt(eff.get('se'), 2)} (not used: "
-                               f"{nl.get('fixed_used', 'fixed criterion')})" if "effect" in eff
-                          else nl.get("fixed_used", "—"))
-            if lim.get("kind") == "frames":
-                used = f"each frame within its own allowance, ≥ {_fmt(spec.get('frames', 1.0) * 100, 3)} % of frames"
-            else:
-                used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
-            trows.append([metric, fixed, spec.get("noise"), _Raw(html.escape(str(effect))), used,
-                          (entry.get("ideal") or {}).get(metric)])
-        parts.append(_table(["criterion", "fixed range", "noise factor f", "counting-noise effect",
-                             "range used", "raw vs raw"], trows))
-
-    # per codec
-    parts.append("<h2>Each criterion against the bound</h2>")
-    for codec in codecs:
-        if any(rec.curves(ds).get(codec) for ds in names):
-            parts.append(f"<h3>{html.escape(codec)}</h3>" + _img(codec_figure(rec, codec), f"{codec} criteria"))
-    parts.append("<h2>Ratio versus quality, across codecs</h2>" + _img(front_figure(rec), "ratio-quality front"))
-
-    # feasibility
-    rates = ", ".join(f"{k.replace('_gbps', '')} {v:g} GB/s" for k, v in acq.items())
-    frows = []
+        thresholds.append([codec, *[_bound_cell(per[d]) if d in per else "—" for d in names],
+                           entry.get("bound"), "yes" if entry.get("confirmed") else "no",
+                           entry.get("limiting_dataset"), worst_ratio(rec, codec), {"review": entry.get("review")}])
+    # feasibility: cores at the rates this report names (a dataset's entry may hold an older study's)
+    rates = {k.replace("_gbps", ""): v for k, v in acq.items()}
+    feasible = []
     for ds in names:
         entry = datasets[ds]
         for kind, group in (("lossy", entry.get("codecs") or {}), ("lossless", entry.get("baselines") or {})):
             for codec, e in group.items():
                 if kind == "lossy" and e.get("bound") is None:
                     continue
-                # cores at the rates this report names (a dataset's entry may hold an older study's)
-                f = feasibility(e.get("compress_mbps"), {k.replace("_gbps", ""): v for k, v in acq.items()}) or {}
-                frows.append([ds, codec, e.get("bound") if kind == "lossy" else "lossless", e.get("compression_ratio"),
-                              f.get("compress_mbps_single_core"), f.get("cores_for_peak"), f.get("cores_for_detector")])
-    parts.append(f"<h2>Acquisition feasibility</h2><p class='note'>Single-core compression throughput of each "
-                 f"threshold setting (MB/s of detector bytes, measured in the study's round trip: transform, "
-                 f"filter and HDF5 write on one core), and the cores needed to keep up with {html.escape(rates)}."
-                 f"</p>")
-    parts.append(_table(["dataset", "codec", "bound", "ratio", "MB/s (1 core)", "cores for peak",
-                         "cores for detector"], frows))
-
-    # gain
+                f = feasibility(e.get("compress_mbps"), rates) or {}
+                feasible.append([ds, codec, e.get("bound") if kind == "lossy" else "lossless",
+                                 e.get("compression_ratio"), f.get("compress_mbps_single_core"),
+                                 f.get("cores_for_peak"), f.get("cores_for_detector")])
     rows = gain_rows([rec, *others])
-    grows_ = [[r["technique"], r["dataset"], r["lossless"], r["lossless_codec"], r["lossy"], r["lossy_codec"],
-               r["needed"], "yes" if (r["lossy"] or 0) >= r["needed"] else "no"] for r in rows]
-    parts.append("<h2>How much do we gain</h2><p class='note'>Per technique: the ratio reached at the acceptable "
-                 "bound next to the lossless baseline and the ratio the community needs "
-                 "(<code>technique.needed_ratio</code>).</p>")
-    parts.append(_table(["technique", "dataset", "lossless", "(codec)", "lossy at bound", "(codec)", "needed",
-                         "meets need"], grows_))
-    parts.append(_img(gain_figure(rows), "gain across techniques"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    gain = [[r["technique"], r["dataset"], r["lossless"], r["lossless_codec"], r["lossy"], r["lossy_codec"],
+             r["needed"], "yes" if (r["lossy"] or 0) >= r["needed"] else "no"] for r in rows]
+    figures = [{"codec": codec, "src": png_data_uri(codec_figure(rec, codec))} for codec in codecs
+               if any(rec.curves(ds).get(codec) for ds in names)]
+    return _template().render(
+        name=rec.name, css=_CSS, generated=str(doc.get("generated", "?")),
+        rebuilt=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), rule=str(doc.get("rule", "")),
+        recommendation=recommendation, gates=gates,
+        threshold_headers=["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",
+                           "limiting dataset", "ratio at combined (worst)", "review"],
+        threshold_rows=thresholds, tolerance_sections=[_tolerance_section(ds, datasets[ds]) for ds in names],
+        codec_figures=figures, front=png_data_uri(front_figure(rec)),
+        rates=", ".join(f"{k} {v:g} GB/s" for k, v in rates.items()), feasibility=feasible, gain=gain,
+        gain_figure=png_data_uri(gain_figure(rows)))
 
 
 def write_report(thresholds_path: Path, *, journal_dir: Path | None, reports_dir: Path) -> Path:

@@ -33,6 +33,7 @@ from lossbound.codecs import CODECS, CodecSetting, filter_from_config
 from lossbound.core.errors import ConfigError
 from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
+from lossbound.criteria.tolerance import Tolerances
 from lossbound.search import non_monotonic
 from lossbound.results.signoff import with_statuses
 
@@ -409,3 +410,41 @@ def rebuild_filter(entry: Mapping[str, Any]):
     """The hdf5plugin filter object of a thresholds entry (for ``create_dataset(**filter)``)."""
     spec = entry["hdf5plugin"]
     return filter_from_config(spec["class"], spec["kwargs"])
+
+
+def dataset_entry(*, dataset: Mapping[str, Any], pipeline: Mapping[str, Any], tolerances: Tolerances,
+                  noise: Mapping[str, Any], noise_summary: Mapping[str, Any], versions: Mapping[str, str],
+                  run_id: str | None, tracking_uri: str | None, context: str, ideal: Mapping[str, float],
+                  gates: Mapping[str, Any], codecs: Mapping[str, Any], baselines: Mapping[str, Any],
+                  skipped: Mapping[str, str] | None = None, extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One dataset's entry of the thresholds file.
+
+    ``noise``: the noise-reference settings that are part of the verdict spec (K policy,
+    mode, whether it was used); ``noise_summary``: what the reference measured;
+    ``extras``: what the technique keeps beside the thresholds
+    (:meth:`lossbound.pipelines.base.Technique.report_extras`).
+    """
+    entry = {
+        "dataset": dict(dataset), "pipeline": pipeline, "tolerances": tolerances.as_dict(),
+        # what a threshold means: datasets combine only under the same spec
+        "verdict_spec": {"tolerances": tolerances.as_dict(), "pipeline": pipeline, "noise": dict(noise)},
+        "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mlflow_study_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
+        "context": context,
+        # what the report draws: each criterion's range on this dataset, raw-vs-raw values
+        "limits": {c.metric: ({"min": None, "max": 1.0, "kind": "frames"} if c.kind == "frames"
+                              else {"min": c.min, "max": c.max}) for c in tolerances},
+        "ideal": {c.metric: ideal.get(c.metric) for c in tolerances if c.kind == "scalar"},
+        # every criterion with its numbers on this dataset (per-frame allowances included)
+        "criteria_record": tolerances.record(),
+        "noise_reference": dict(noise_summary),
+        # how well the raw data fit the declared setup (quality gates)
+        "gates": dict(gates),
+        "codecs": codecs, "baselines": baselines,
+    }
+    if skipped:
+        entry["codecs_not_applicable"] = dict(skipped)
+    if tolerances.not_applicable:
+        entry["criteria_not_applicable"] = sorted(tolerances.not_applicable)
+    entry.update(extras or {})
+    return entry

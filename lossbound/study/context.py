@@ -22,8 +22,7 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.hashing import stable_hash
 from lossbound.core.types import Dataset, Outcome
 from lossbound.core.cache import ResultCache
-from lossbound.criteria.noise_reference import (NoiseSettings, frame_effects, noise_effects, noise_reference,
-                                             split_metrics)
+from lossbound.criteria.noise_reference import NoiseReference, NoiseSettings, noise_reference, split_metrics
 from lossbound.criteria.tolerance import Tolerances
 from lossbound.pipelines import TECHNIQUES
 from lossbound.pipelines.base import Technique
@@ -104,8 +103,8 @@ class StudyContext(RawPart):
     reference; ``tolerances`` include the noise-referenced ranges."""
 
     spec: ContextSpec
-    # counting-noise reference: model, K, seconds, per-metric values and effects; or {"unavailable": why}
-    noise: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # counting-noise reference: model, K, seconds, per-metric values and effects; or why there is none
+    noise: NoiseReference = dataclasses.field(default_factory=lambda: NoiseReference.none("not measured"))
 
     @property
     def data(self) -> Dataset:
@@ -196,8 +195,12 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
     data = technique.load(spec.dataset)
 
     def compute():
-        prepared = technique.prepare(data)
-        return prepared, technique.run(data, prepared)
+        log.info("%s: computing the raw result of %s (once; cached)", tcfg["name"], data.name)
+        technique.progress = True
+        try:
+            return technique.raw_result(data)
+        finally:
+            technique.progress = False
 
     cache = ResultCache(spec.cache_dir)
     prepared, result, hit = cache.get_or_compute(
@@ -246,7 +249,7 @@ def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> Stud
     processes share the counting-noise re-samplings (when the cache lets them read the raw result)."""
     part = raw_part(spec, processes=pool.workers if pool is not None else 1)
     technique, raw, tolerances, settings = part.technique, part.raw, part.tolerances, part.noise_settings
-    noise: dict[str, Any] = {"unavailable": "no tolerance has a noise factor"}
+    noise = NoiseReference.none("no tolerance has a noise factor")
     if tolerances.noise_factors:
         evaluate_many = None
         if pool is not None and spec.cache_dir:  # its processes read the raw result from the cache
@@ -257,11 +260,10 @@ def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> Stud
                  "evaluators": spec.technique.get("evaluators") or {}, **data_key(technique, raw.data)},
             ideal=part.raw_metrics, frame_ideal=part.raw_frame_metrics, used=tolerances.noise_metrics(),
             evaluate_many=evaluate_many)
-        if "values" in noise:
+        if noise.available:
             # once, for all readers
-            noise = dict(noise, effects=noise_effects(noise["values"], part.raw_metrics),
-                         frame_effects=frame_effects(noise.get("frame_values") or {}, part.raw_frame_metrics))
-            tolerances = tolerances.with_noise(noise["effects"], frame_noise=noise["frame_effects"],
+            noise = noise.with_effects(part.raw_metrics, part.raw_frame_metrics)
+            tolerances = tolerances.with_noise(noise.effects, frame_noise=noise.frame_effects,
                                                target_se=settings.target_se)
             for metric, why in tolerances.noise_missing.items():
                 if metric in tolerances.not_applicable:
@@ -271,7 +273,7 @@ def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> Stud
     checks = technique.noise_checks(raw.data)
     if checks.get("warning"):
         log.warning("%s: %s", raw.data.name, checks["warning"])
-    noise = dict(noise, checks=checks)
+    noise = dataclasses.replace(noise, checks=checks)
     if not (v := tolerances.check(part.raw_metrics, part.raw_frame_metrics)).passed:
         log.warning("raw data compared with itself fails the tolerances (%s)", "; ".join(v.failures))
     fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(RawPart)}

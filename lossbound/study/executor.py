@@ -43,7 +43,7 @@ def _warm_up(worker: CodecWorker, ctx: StudyContext, settings: Sequence[CodecSet
     for setting in settings:
         try:
             # with the mask and geometry: a codec that models the frame builds its integrator here
-            worker.roundtrip(frame, setting, valid=ctx.data.mask, geometry=ctx.data.meta.get("geometry"),
+            worker.roundtrip(frame, setting, valid=ctx.data.mask, geometry=ctx.data.geometry,
                              timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - the real point reports it
             log.debug("warm-up of %s failed: %s", setting.label, exc)

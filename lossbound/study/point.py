@@ -6,7 +6,6 @@ its caller records it (journal, MLflow).
 """
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Mapping
@@ -15,6 +14,7 @@ import numpy as np
 
 from lossbound.codecs import CodecSetting, CodecWorker
 from lossbound.core.hashing import arrays_checksum
+from lossbound.core.png import figure_png
 from lossbound.core.types import Outcome, PointResult
 from lossbound.study.context import StudyContext
 from lossbound.criteria.tolerance import Tolerances
@@ -68,7 +68,7 @@ def evaluate_point(
     t0 = time.perf_counter()
     try:
         worker = codec_worker or CodecWorker(isolate=False)
-        rt = worker.roundtrip(data.payload_array, setting, valid=data.mask, geometry=data.meta.get("geometry"),
+        rt = worker.roundtrip(data.payload_array, setting, valid=data.mask, geometry=data.geometry,
                               timeout=timeout)
         codec_s = rt.seconds
         point.codec = rt.summary()
@@ -149,11 +149,7 @@ def render_figure(ctx: StudyContext, point: PointResult) -> bytes | None:
         return None
     fig = ctx.technique.figure(ctx.technique.preview(ctx.raw.result), point.preview,
                                title=f"{ctx.data.name}: {point.label}")
-    if fig is None:
-        return None
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+    return None if fig is None else figure_png(fig)
 
 
 def point_seconds(points: list[PointResult]) -> float:

@@ -157,11 +157,19 @@ class AzintTechnique(Technique):
 
     def prepare(self, raw: Dataset) -> dict[str, Any]:
         """``reduction``: what storing only the profiles would give (:meth:`reduction`)."""
-        reduction = self.reduction(raw, self.integrate(raw))
+        return self.raw_result(raw)[0]
+
+    def raw_result(self, raw: Dataset) -> tuple[dict[str, Any], Result]:
+        """:meth:`prepare` from the raw profiles, which are the raw result too (integrated once)."""
+        result = self.integrate(raw)
+        reduction = self.reduction(raw, result)
         log.info("azint: storing only the 1-D profiles of %s: %.0fx; a half-pixel beam-centre refinement "
                  "would move the stored profile by up to %.3g sigma", raw.name, reduction["profile_ratio"],
                  reduction["centre_half_pixel_max_dev_sigma"])
-        return {"reduction": reduction}
+        return {"reduction": reduction}, result
+
+    def report_extras(self, prepared: Mapping[str, Any]) -> dict[str, Any]:
+        return {"reduction": prepared["reduction"]} if "reduction" in prepared else {}
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """``radial`` (npt,), ``intensity`` and ``sigma`` (n_frames, npt), optional ``cake``."""

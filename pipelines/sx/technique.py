@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+from tqdm import tqdm
 
 from lossbound.diffraction import lattice
 from lossbound.core.errors import ConfigError
@@ -89,7 +90,6 @@ class SxTechnique(Technique):
             if not isinstance(merged[key], int) or isinstance(merged[key], bool) or merged[key] < 1:
                 raise ConfigError(f"sx {key} must be a positive integer, got {merged[key]!r}")
         super().__init__(merged)
-        self._raw_memo: tuple[np.ndarray, Result] | None = None  # (raw payload, its result), set by prepare()
 
     def load(self, dataset_config: Mapping[str, Any]) -> Dataset:
         """Stills of ``dataset_config``: ``path`` (a file, folder or glob; any fabio format or
@@ -138,10 +138,7 @@ class SxTechnique(Technique):
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """Spots, indexing and reflections (:meth:`find`) with the geometry and cell
-        :meth:`prepare` refined — for the raw data the result :meth:`prepare` already computed."""
-        memo = self._raw_memo
-        if memo is not None and memo[0] is data.payload_array:  # the very array prepare() saw
-            return memo[1]
+        :meth:`prepare` refined."""
         return self.find(data, geometry=prepared.get("geometry"), cell=prepared.get("cell"),
                          refine_cell=self._per_still_cell(prepared))
 
@@ -205,7 +202,9 @@ class SxTechnique(Technique):
             rows["frame"].append(np.full(spots["y"].size, i, np.int32))
             rows["indexed"].append(indexed)
 
-        for i, frame in enumerate(data.payload_array):
+        frames = tqdm(data.payload_array, desc=f"sx: {data.name}", unit="frame", leave=False,
+                      disable=None if self.progress else True)
+        for i, frame in enumerate(frames):
             bg, sigma = sp.background_model(ai, frame, masked, npt=cfg["npt"], unit=cfg["unit"],
                                             thres=float(cfg["clip_sigma"]), max_iter=cfg["clip_iterations"])
             spots = sp.find_spots(frame, bg, sigma, masked, k=float(cfg["k_sigma"]), min_pixels=cfg["min_pixels"])
@@ -274,7 +273,14 @@ class SxTechnique(Technique):
         return near
 
     def prepare(self, raw: Dataset) -> dict[str, Any]:
-        """The raw pipeline's own figures, logged on the study run as ``raw_*``: hit rate,
+        """See :meth:`raw_result`."""
+        return self.raw_result(raw)[0]
+
+    def report_extras(self, prepared: Mapping[str, Any]) -> dict[str, Any]:
+        return {"reduction": prepared["reduction"]} if "reduction" in prepared else {}
+
+    def raw_result(self, raw: Dataset) -> tuple[dict[str, Any], Result]:
+        """The raw result (found while the geometry is refined) and the raw pipeline's own figures, logged on the study run as ``raw_*``: hit rate,
         spots per hit, indexed rate (indexed frames / hits), mean indexed fraction of spots,
         mean positional RMSD, reflections per indexed frame; on the simulation, the true spots
         and orientations it recovers. ``reduction``: what triage (keeping hits only) gains.
@@ -314,7 +320,6 @@ class SxTechnique(Technique):
                      out["geometry_refinement"]["distance_shift_mm"], out["geometry_refinement"]["rmsd_before_px"],
                      out["geometry_refinement"]["rmsd_after_px"] or float("nan"),
                      [round(v, 3) for v in out["cell"][:3]], cell[:3])
-        self._raw_memo = (raw.payload_array, result)
         n, hit, indexed = result["n_spots"], result["hit"], result["indexed"]
         figures: dict[str, Any] = {
             "hit_rate": float(hit.mean()), "mean_spots_per_hit": float(n[hit].mean()) if hit.any() else 0.0}
@@ -342,7 +347,7 @@ class SxTechnique(Technique):
         return {"raw": figures, **out, "reduction": {
             "triage_frames": frames, "triage_frames_kept": kept,
             # frames are equal in size, so keeping hits only divides the volume by this
-            "triage_ratio": float(frames / kept) if kept else float("inf")}}
+            "triage_ratio": float(frames / kept) if kept else float("inf")}}, result
 
     def _refine_geometry(self, raw: Dataset, first: Result, cell: list[float]) -> dict[str, Any] | None:
         """Beam centre, distance and cell from the first pass's indexed stills (None when
