@@ -172,10 +172,10 @@ def test_worker_processes_measure_the_same_noise_reference_as_one_process(tmp_pa
     context.forget_contexts()
     shared = [r.getMessage() for r in caplog.records if "re-samplings:" in r.getMessage()]
     assert shared and " 0 in 2 worker" not in shared[0], shared   # the pool evaluated some
-    assert not one["cached"] and not two["cached"]
-    assert one["values"].keys() == two["values"].keys() and len(one["values"]["recon_psnr"]) == 3
-    for metric, values in one["values"].items():
-        assert two["values"][metric] == pytest.approx(values, rel=1e-9, abs=1e-12, nan_ok=True), metric
+    assert not one.cached and not two.cached
+    assert one.values.keys() == two.values.keys() and len(one.values["recon_psnr"]) == 3
+    for metric, values in one.values.items():
+        assert two.values[metric] == pytest.approx(values, rel=1e-9, abs=1e-12, nan_ok=True), metric
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -195,8 +195,8 @@ def test_a_short_noise_reference_never_waits_for_a_worker_still_starting(tmp_pat
     with caplog.at_level("INFO", logger="lossbound.study.executor"), WorkerPool(spec, workers=workers) as pool:
         noise = context.build_context(spec, pool=pool).noise
     context.forget_contexts()
-    assert "unavailable" not in noise, noise
-    assert len(noise["values"]["recon_psnr"]) == 4
+    assert noise.available, noise.unavailable
+    assert len(noise.values["recon_psnr"]) == 4
     # all here: those handed to the pool were taken back, not waited for (Python alone takes
     # longer to start than the four re-samplings of the tiny simulation)
     assert any(f"4 here, 0 in {workers} worker" in r.getMessage() for r in caplog.records), caplog.text

@@ -47,7 +47,7 @@ from lossbound.codecs import CodecSetting, read_payload, write_payload
 # The round trip's own bound check, so that applying and measuring agree to the last ulp.
 from lossbound.codecs.hdf5 import check_bound, skipped_chunks
 from lossbound.codecs.store import MASK_SUFFIX, VALUES_SUFFIX
-from lossbound.core.cli import OneLineParser, first_line
+from lossbound.cli.parsing import OneLineParser, first_line
 from lossbound.core.errors import ConfigError, InputError
 from lossbound.results import signoff
 from lossbound.results.export import codec_config, needs_write_payload

@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lossbound.core.cli import OneLineParser, first_line
+from lossbound.cli.parsing import OneLineParser, first_line
 from lossbound.core.errors import InputError
 from lossbound.core.files import atomic_write_text
 

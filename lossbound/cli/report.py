@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lossbound.core.cli import OneLineParser, first_line
+from lossbound.cli.parsing import OneLineParser, first_line
 from lossbound.core.errors import InputError
 from lossbound.core.paths import runs_dir
 from lossbound.results.report import write_report

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lossbound.core.cli import OneLineParser, UsageError, first_line
+from lossbound.cli.parsing import OneLineParser, UsageError, first_line
 from lossbound.core.errors import InputError
 from lossbound.core.paths import runs_dir
 from lossbound.results import signoff

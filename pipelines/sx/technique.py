@@ -238,7 +238,7 @@ class SxTechnique(Technique):
             log.info("sx: %s has no cell (dataset.cell): hits are not indexed", data.name)
             return None
         if not indexing.cctbx_available():
-            raise ConfigError("sx indexing needs cctbx-base (pip install cctbx-base), "
+            raise ConfigError("sx indexing needs cctbx-base (pip install 'lossbound[sx]'), "
                               "or set technique.pipeline.index=false")
         return list(cell)
 

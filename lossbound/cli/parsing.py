@@ -1,4 +1,4 @@
-"""What every ``python -m lossbound.<command>`` shares: bad usage is one line, not a usage dump."""
+"""What every ``lossbound <command>`` shares: bad usage is one line, not a usage dump."""
 from __future__ import annotations
 
 import argparse
