@@ -44,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lossbound.core.paths import runs_dir  # noqa: E402
 from benchtools import (  # noqa: E402
     ROOT, TINY_TOMO, Section, Target, compose, machine_info, machine_table, make_frames, median_time,
     paired_medians, plain, resolved, seconds, single_thread,
@@ -172,7 +173,7 @@ def section_codec(run: Run) -> Section:
         "input_dtype conversion + h5py create_dataset(**setting.make_filter(), chunks=setting.chunk_shape) + "
         "close; reopen, read the whole dataset.",
         "quant_blosc2: the bare path writes the array quantised beforehand with the same transform "
-        "(compressors.TRANSFORMS) outside its timing; the transform's median time is measured apart and added "
+        "(lossbound.codecs.TRANSFORMS) outside its timing; the transform's median time is measured apart and added "
         "to bare s (column 'transform s'), so both sides do the same work.",
         "'whole roundtrip() s' is the wall time of the whole call, which also validates the setting and "
         "checks the bound against the original (max error over every pixel): not part of the codec path.",
@@ -439,7 +440,7 @@ def section_feasibility(run: Run) -> Section:
     from lossbound.results.thresholds import feasibility, load_thresholds, setting_for
 
     files = run.thresholds or (_smoke_thresholds(run) if run.smoke
-                               else sorted(glob.glob(str(ROOT / "runs" / "thresholds" / "*.yaml"))))
+                               else sorted(glob.glob(str(runs_dir() / "thresholds" / "*.yaml"))))
     sec = Section("feasibility", "single-core compress throughput per thresholds setting, cores needed",
                   [("technique", "technique"), ("codec", "codec"), ("setting", "setting"), ("stack", "stack"),
                    ("mbps", "MB/s (1 core)"), ("cores_peak", f"cores for {PEAK_GBPS:g} GB/s"),
@@ -616,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hdf5plugin").setLevel(logging.WARNING)
     started = _dt.datetime.now().astimezone()
-    out_path = args.json or ROOT / "runs" / "benchmarks" / f"{started:%Y-%m-%dT%H-%M-%S}.json"
+    out_path = args.json or runs_dir() / "benchmarks" / f"{started:%Y-%m-%dT%H-%M-%S}.json"
     machine = machine_info()
     print(f"# LossBound benchmarks{' (smoke)' if args.smoke else ''}, {started:%Y-%m-%d %H:%M}\n")
     print(machine_table(machine) + "\n", flush=True)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lossbound.core.paths import runs_dir  # noqa: E402
 from benchtools import ROOT, compose, markdown_table  # noqa: E402
 
 # sqrt(2) steps over [2, 2048], rounded to integers: the default data are integer counts, where a
@@ -44,7 +45,7 @@ def study(overrides: Sequence[str]):
 def fresh(tmp: Path, name: str, cache_dir: Path | None = None) -> list[str]:
     """A fresh store, journal and thresholds folder ``tmp/name``; the raw-result cache
     ``cache_dir`` (default: the project's runs/cache, shared as in real use)."""
-    cache = cache_dir if cache_dir is not None else ROOT / "runs" / "cache"
+    cache = cache_dir if cache_dir is not None else runs_dir() / "cache"
     return [f"paths.runs_dir={tmp / name}", f"paths.cache_dir={cache}", "sweep.progress=false"]
 
 

@@ -357,7 +357,7 @@ class PowderPeaks(Evaluator):
         good = [f for f in fits if f is not None]
         if a0 is None or not good or self.unit not in ("q_nm^-1", "q_A^-1", "2th_deg", "2th_rad"):
             return math.nan, math.nan
-        wavelength = float((outcome.data.meta.get("geometry") or {}).get("wavelength") or math.nan)
+        wavelength = float((outcome.data.geometry or {}).get("wavelength") or math.nan)
         x0 = np.array([f["x0"] for f in good])
         err = np.array([f["x0_err"] for f in good])
         d = d_spacing(x0, self.unit, wavelength)

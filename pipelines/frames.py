@@ -85,7 +85,8 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
             stop = n if max_frames is None else min(n, int(max_frames))
             frames = [np.asarray(img.data)] + [np.asarray(img.getframe(i).data) for i in range(1, stop)]
             frames = np.stack(frames)
-            pilatus = _pilatus_header(_header_text(getattr(img, "header", {}) or {}))
+            pilatus = getattr(img, "pilatus_headers", None) or _pilatus_header(
+                _header_text(getattr(img, "header", {}) or {}))
             header.update(format=type(img).__name__, n_frames_in_file=n, count_cutoff=_count_cutoff(pilatus),
                           pilatus_geometry=_pilatus_geometry(pilatus))
         except Exception as exc:  # fabio raises many kinds on files it cannot parse
@@ -103,7 +104,7 @@ def read_frames(path: Path, *, key: str | None = None, flipud: bool = False,
 
 
 def _header_text(header: dict[str, Any]) -> str:
-    return " ".join(str(v) for v in header.values())
+    return "\n".join(f"{k} {v}" if "\n" not in str(v) else str(v) for k, v in header.items())
 
 
 def _pilatus_header(text: str) -> Any:
@@ -111,10 +112,14 @@ def _pilatus_header(text: str) -> Any:
     None where the text is not one it can read."""
     from fabio.cbfimage import PilatusHeader
 
-    try:
-        return PilatusHeader(text)
-    except (ValueError, IndexError, TypeError):
-        return None
+    fields: dict[str, Any] = {}
+    for line in text.splitlines():
+        try:
+            parsed = PilatusHeader(line)
+        except (ValueError, IndexError, TypeError):  # a line fabio cannot read: that line only
+            continue
+        fields.update({k: parsed[k] for k in PilatusHeader.KEYWORDS if k in parsed})
+    return fields or None
 
 
 def _count_cutoff(ph: Any) -> int | None:

@@ -22,9 +22,15 @@ def main(argv: list[str] | None = None) -> int:
                              "with <runs> = ./runs or $LOSSBOUND_HOME)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--experiment", default=os.environ.get("MLFLOW_EXPERIMENT_NAME", "tomo"),
-                        help="experiment whose runs the link opens (default: $MLFLOW_EXPERIMENT_NAME, else tomo)")
+                        help="experiment whose runs the link opens, with its prefix on a shared server "
+                             "(e.g. beamline-id/tomo; default: $MLFLOW_EXPERIMENT_NAME, else tomo)")
     args = parser.parse_args(argv)
     store = args.store or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{runs_dir() / 'mlflow.db'}"
+    if store.startswith(("http://", "https://")):
+        from lossbound.tracking.ui import server_link
+
+        print(server_link(store, args.experiment))  # a tracking server serves its own UI
+        return 0
     if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).exists():
         print(f"error: no MLflow store at {store}; run a study first (lossbound study)", file=sys.stderr)
         return 1

@@ -1,10 +1,10 @@
 """HDF5 codec layer: every round trip is a real h5py write/read through hdf5plugin filters.
 
-Named ``compressors`` (never ``codecs``, which would shadow the standard library).
+(``lossbound.codecs``: absolute imports keep it apart from the standard library's ``codecs``.)
 
 Public API
 ----------
-CODECS                 registry of :class:`CodecSpec` (filled by :mod:`lossbound.codecs.specs`)
+CODECS                 registry of :class:`CodecSpec` (one module per codec family in :mod:`lossbound.codecs.filters`)
 CodecSpec              static description of one hdf5plugin filter
 CodecSetting           one codec/mode/value/input_dtype/chunks point of a sweep
 settings_from_config   one CodecSetting per bound of a codec config

@@ -224,7 +224,8 @@ def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
 def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
             evaluate: Callable[[Outcome], dict[str, Any]], settings: NoiseSettings, *,
             ideal: Mapping[str, float], frame_ideal: Mapping[str, list[float]],
-            used: Mapping[str, str] | None = None, evaluate_many: EvaluateMany | None = None) -> dict[str, Any]:
+            used: Mapping[str, str] | None = None, evaluate_many: EvaluateMany | None = None,
+            progress: bool = False) -> dict[str, Any]:
     """Run the pipeline and the evaluators on re-measurements of ``raw`` until every ``used``
     effect (``{metric: 'scalar' | 'frames'}``) is known to ``settings.target_se``, or K
     reaches ``settings.max_resamples``.
@@ -243,7 +244,8 @@ def measure(technique: Technique, raw: Outcome, prepared: Mapping[str, Any],
     k, target = 0, settings.resamples
     history: list[int] = []
     # K grows as the effects ask: the bar's total follows it (shown on a terminal only)
-    bar = tqdm(desc=f"noise reference of {raw.data.name}", unit="resample", total=target, disable=None, leave=False)
+    bar = tqdm(desc=f"noise reference of {raw.data.name}", unit="resample", total=target,
+               disable=None if progress else True, leave=False)
     while True:
         draws = (technique.resample(raw.data, rng) for _ in range(target - k))  # drawn as consumed
         if evaluate_many is None:
@@ -304,7 +306,7 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
                     evaluate: Callable[[Outcome], dict[str, Any]], settings: NoiseSettings, *,
                     cache: ResultCache, key: Mapping[str, Any], ideal: Mapping[str, float],
                     frame_ideal: Mapping[str, list[float]], used: Mapping[str, str],
-                    evaluate_many: EvaluateMany | None = None) -> NoiseReference:
+                    evaluate_many: EvaluateMany | None = None, progress: bool = False) -> NoiseReference:
     """The noise reference of ``raw`` (cached under ``key`` + the settings), or one that says
     why there is none when the technique has no noise model for the data and the mode is auto
     (mode on: a ConfigError)."""
@@ -323,7 +325,7 @@ def noise_reference(technique: Technique, raw: Outcome, prepared: Mapping[str, A
     try:
         doc, hit = cache.get_or_compute_json(what, lambda: measure(
             technique, raw, prepared, evaluate, settings, ideal=ideal, frame_ideal=frame_ideal, used=used,
-            evaluate_many=evaluate_many))
+            evaluate_many=evaluate_many, progress=progress))
     except Exception as exc:  # noqa: BLE001 - the pipeline failed on a re-sampling
         if settings.mode == "on":
             raise

@@ -46,7 +46,7 @@ def create_dataset_kwargs(entry: Mapping[str, Any], *, shape: Sequence[int] | No
         ``doc["datasets"][ds]["codecs"][name]``.
     shape : sequence of int, optional
         Shape of the data to be written. With it, ``chunks`` is the recorded chunk setting
-        resolved for that shape (:meth:`compressors.CodecSetting.chunk_shape`: one frame per
+        resolved for that shape (:meth:`lossbound.codecs.CodecSetting.chunk_shape`: one frame per
         chunk by default, as in the study). Without it, ``chunks`` is given only when the
         setting is an explicit chunk shape; otherwise the key is left out — pass ``shape``,
         since h5py's automatic chunking differs from what the study measured.

@@ -49,6 +49,7 @@ class TechniqueRecord:
     name: str
     doc: dict[str, Any]
     points: dict[str, list[PointResult]]
+    path: Path | None = None  # the thresholds file
     _curves: dict[str, dict[str, list[PointResult]]] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -78,7 +79,7 @@ def load_record(thresholds_path: Path, journal_dir: Path | None) -> TechniqueRec
     for ds, entry in (doc.get("datasets") or {}).items():
         ctx = entry.get("context")
         points[ds] = [p for p in journal.values() if p.dataset == ds and (ctx is None or p.context == ctx)]
-    return TechniqueRecord(name, doc, points)
+    return TechniqueRecord(name, doc, points, path=Path(thresholds_path))
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -460,7 +461,7 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
     figures = [{"codec": codec, "src": png_data_uri(codec_figure(rec, codec))} for codec in codecs
                if any(rec.curves(ds).get(codec) for ds in names)]
     return _template().render(
-        name=rec.name, css=_CSS, generated=str(doc.get("generated", "?")),
+        name=rec.name, css=_CSS, path=str(rec.path or f"runs/thresholds/{rec.name}.yaml"), generated=str(doc.get("generated", "?")),
         rebuilt=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), rule=str(doc.get("rule", "")),
         recommendation=recommendation, gates=gates,
         threshold_headers=["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",

@@ -132,7 +132,7 @@ def load_document(path: Path) -> dict[str, Any]:
         # libyaml's loader where present: files of several datasets load ~10x faster
         doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
-        raise InputError(f"{path}: no such thresholds file; expected runs/thresholds/<technique>.yaml") from None
+        raise InputError(f"{path}: no such thresholds file; expected <runs>/thresholds/<technique>.yaml, <runs> = ./runs or $LOSSBOUND_HOME") from None
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: unreadable thresholds file ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or "codecs" not in doc or "datasets" not in doc:

@@ -34,7 +34,7 @@ from lossbound.core.errors import ConfigError
 from lossbound.core.files import atomic_write_text
 from lossbound.core.types import PointResult
 from lossbound.criteria.tolerance import Tolerances
-from lossbound.search import non_monotonic
+from lossbound.search import Search, non_monotonic
 from lossbound.results.signoff import with_statuses
 
 log = logging.getLogger(__name__)
@@ -410,6 +410,31 @@ def rebuild_filter(entry: Mapping[str, Any]):
     """The hdf5plugin filter object of a thresholds entry (for ``create_dataset(**filter)``)."""
     spec = entry["hdf5plugin"]
     return filter_from_config(spec["class"], spec["kwargs"])
+
+
+def annotate_codecs(codecs: Mapping[str, dict[str, Any]], baselines: Mapping[str, dict[str, Any]], *,
+                    searches: Mapping[str, Search], rates: Mapping[str, float], dataset: str) -> None:
+    """Complete one dataset's thresholds in place: the feasibility at ``rates``, the search
+    that found each (``searches``: curve name -> its search; a codec without one was found
+    from recorded points), and why nothing passed where nothing did; warn of unconfirmed and
+    non-monotonic thresholds."""
+    for e in (*codecs.values(), *baselines.values()):
+        if (f := feasibility(e.get("compress_mbps"), rates)) is not None:
+            e["feasibility"] = f
+    for name, e in codecs.items():
+        search = searches.get(name)
+        e["search"] = search.describe() if search is not None else {"strategy": "recorded points"}
+        if e.get("bound") is None and e.get("tested_values") and hasattr(search, "at_limit"):
+            least = min(e["tested_values"], key=search.t)
+            e["none_passed"] = (f"down to {least:g}, the least lossy value the codec takes on these data"
+                                if search.at_limit(least) else
+                                f"down to {least:g}; the search stopped there (search.max_evaluations)")
+        if e.get("bound") is not None and not e.get("confirmed"):
+            log.warning("%s on %s: threshold %s not confirmed (less lossy passes: %s; needs two, one at most "
+                        "half as lossy)", name, dataset, e["bound"], e.get("confirmed_by"))
+        if e.get("passed_above_first_failure"):
+            log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
+                        name, dataset, e["passed_above_first_failure"])
 
 
 def dataset_entry(*, dataset: Mapping[str, Any], pipeline: Mapping[str, Any], tolerances: Tolerances,

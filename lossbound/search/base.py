@@ -69,6 +69,11 @@ class Search(abc.ABC):
         behind one long search). Default: one round, if anything is left to propose."""
         return 1.0 if self.propose(known, pending) else 0.0
 
+    def points_left(self, known: Mapping[float, PointResult], pending: Iterable[float]) -> float:
+        """About how many evaluations this curve still needs in all (the progress bar's total).
+        Default: :meth:`steps_left`, a search that evaluates one value per step."""
+        return self.steps_left(known, pending)
+
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name}
 

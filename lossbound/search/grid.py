@@ -22,6 +22,9 @@ class GridSearch(Search):
         # least lossy first: the curve's start is what a reader looks at first
         return sorted((v for v in self.values if v not in skip), key=self.t)
 
+    def points_left(self, known, pending):
+        return float(len(self.propose(known, pending)))  # every value, all at once
+
     def describe(self):
         return {"strategy": self.name, "values": self.values}
 

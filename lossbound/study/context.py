@@ -154,12 +154,12 @@ def forget_contexts() -> None:
     _RAW_PARTS.clear()
 
 
-def context_for(spec: ContextSpec, *, pool: "Resampler | None" = None) -> StudyContext:
+def context_for(spec: ContextSpec, *, pool: "Resampler | None" = None, progress: bool = False) -> StudyContext:
     """The context of ``spec``, built once per process; ``pool``'s processes share the
     counting-noise reference when it is computed here (not cached)."""
     ctx = _CONTEXTS.get(spec.key)
     if ctx is None:
-        ctx = _CONTEXTS[spec.key] = build_context(spec, pool=pool)
+        ctx = _CONTEXTS[spec.key] = build_context(spec, pool=pool, progress=progress)
     return ctx
 
 
@@ -174,16 +174,16 @@ def build_evaluators(config: Mapping[str, Any]) -> dict[str, Evaluator]:
     return out
 
 
-def raw_part(spec: ContextSpec, *, processes: int = 1) -> RawPart:
+def raw_part(spec: ContextSpec, *, processes: int = 1, progress: bool = False) -> RawPart:
     """The raw part of ``spec``'s context, built once per process (the raw result from the
     cache); ``processes`` the technique may keep busy while it computes the raw result."""
     part = _RAW_PARTS.get(spec.key)
     if part is None:
-        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes)
+        part = _RAW_PARTS[spec.key] = _build_raw_part(spec, processes=processes, progress=progress)
     return part
 
 
-def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
+def _build_raw_part(spec: ContextSpec, *, processes: int, progress: bool = False) -> RawPart:
     tcfg = spec.technique
     technique: Technique = TECHNIQUES.get(tcfg["name"])(tcfg.get("pipeline") or {})
     technique.processes = max(1, processes)
@@ -196,7 +196,7 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
 
     def compute():
         log.info("%s: computing the raw result of %s (once; cached)", tcfg["name"], data.name)
-        technique.progress = True
+        technique.progress = progress
         try:
             return technique.raw_result(data)
         finally:
@@ -244,10 +244,10 @@ def _build_raw_part(spec: ContextSpec, *, processes: int) -> RawPart:
                    noise_settings=noise_settings, raw_frame_metrics=raw_frames)
 
 
-def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> StudyContext:
+def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None, progress: bool = False) -> StudyContext:
     """``spec``'s context; the raw result keeps ``pool.workers`` cores busy, and the pool's
     processes share the counting-noise re-samplings (when the cache lets them read the raw result)."""
-    part = raw_part(spec, processes=pool.workers if pool is not None else 1)
+    part = raw_part(spec, processes=pool.workers if pool is not None else 1, progress=progress)
     technique, raw, tolerances, settings = part.technique, part.raw, part.tolerances, part.noise_settings
     noise = NoiseReference.none("no tolerance has a noise factor")
     if tolerances.noise_factors:
@@ -259,7 +259,7 @@ def build_context(spec: ContextSpec, *, pool: "Resampler | None" = None) -> Stud
             key={"dataset": raw.data.checksum, "pipeline": technique.describe(),
                  "evaluators": spec.technique.get("evaluators") or {}, **data_key(technique, raw.data)},
             ideal=part.raw_metrics, frame_ideal=part.raw_frame_metrics, used=tolerances.noise_metrics(),
-            evaluate_many=evaluate_many)
+            evaluate_many=evaluate_many, progress=progress)
         if noise.available:
             # once, for all readers
             noise = noise.with_effects(part.raw_metrics, part.raw_frame_metrics)

@@ -2,7 +2,7 @@
 
 Each pool process rebuilds the context from the raw-result cache (:func:`context_for`), pins
 its BLAS/OpenMP/numba threads (threadpoolctl) so processes do not oversubscribe the cores,
-and keeps its own crash-isolating :class:`~compressors.CodecWorker`. The same processes share
+and keeps its own crash-isolating :class:`~lossbound.codecs.CodecWorker`. The same processes share
 the counting-noise re-samplings (:meth:`WorkerPool.resampler`) and then evaluate the points
 (:class:`PointRunner`): each starts once per study.
 """

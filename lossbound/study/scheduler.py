@@ -53,6 +53,12 @@ class Curve:
             return 0.0 if (None in known or None in pending) else 1.0
         return self.search.steps_left(known, pending)
 
+    def points_left(self, known: Mapping[Any, PointResult], pending: set) -> float:
+        """Evaluations still needed in all (the progress bar's total)."""
+        if self.search is None:
+            return 0.0 if (None in known or None in pending) else 1.0
+        return self.search.points_left(known, pending)
+
     @property
     def group(self) -> tuple:
         """What a recorded point must share with this curve to belong to it."""
@@ -148,7 +154,7 @@ def drive(ctx: StudyContext, curves: list[Curve], runner: PointRunner, *, record
     done_count = 0
 
     def remaining() -> float:
-        return sum(c.steps_left(known[c.name], pending[c.name]) for c in curves) + len(in_flight)
+        return sum(c.points_left(known[c.name], pending[c.name]) for c in curves) + len(in_flight)
 
     bar = tqdm(desc=label, unit="pt", total=int(round(remaining())), disable=not progress)
     with logging_redirect_tqdm():

@@ -34,7 +34,7 @@ from lossbound.results.journal import Journal
 from lossbound.results.plots import sweep_figure
 from lossbound.results.report import write_report
 from lossbound.results.summary import format_summary
-from lossbound.results.thresholds import (dataset_entry, derive_thresholds, feasibility, resolve_dataset_name,
+from lossbound.results.thresholds import (annotate_codecs, dataset_entry, derive_thresholds, resolve_dataset_name,
                                           update_thresholds)
 from lossbound.study.context import ContextSpec, RawPart, StudyContext, context_for, raw_part
 from lossbound.study.executor import PointRunner, WorkerPool, available_cores
@@ -185,7 +185,7 @@ class Study:
         """A dataset named from its file's stem is made unique by content against the
         thresholds file (``scan``, ``scan-2``): its spec then carries that name (the raw part
         is read here first; a renamed spec reads it once more). Returns the raw part."""
-        part = raw_part(self.spec, processes=self.workers)
+        part = raw_part(self.spec, processes=self.workers, progress=bool(self.sweep.get("progress", True)))
         data = part.raw.data
         path = self.thresholds_dir / f"{self.tname}.yaml" if self.thresholds_dir is not None else None
         name = resolve_dataset_name(path, name=data.name, given=bool(data.meta.get("name_given", True)),
@@ -198,7 +198,7 @@ class Study:
 
     def _run(self, pool: WorkerPool | None) -> StudyResult:
         t_start = time.perf_counter()
-        ctx = context_for(self.spec, pool=pool)
+        ctx = context_for(self.spec, pool=pool, progress=bool(self.sweep.get("progress", True)))
         data = ctx.data
         log.info("dataset %s from %s: payload %s %s %s, sha256 %s", data.name, data.source, data.payload,
                  data.payload_array.shape, data.payload_array.dtype, data.checksum[:12])
@@ -266,26 +266,8 @@ class Study:
         recorded.update({p.point_id: p for p in points})
         codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances],
                                               tolerances=ctx.tolerances)
-        for e in (*codecs.values(), *baselines.values()):
-            if (f := feasibility(e.get("compress_mbps"), self.rates)) is not None:
-                e["feasibility"] = f
-        by_name = {c.name: c for c in curves}
-        for name, e in codecs.items():
-            curve = by_name.get(name)
-            e["search"] = curve.search.describe() if curve is not None and curve.search is not None \
-                else {"strategy": "recorded points"}
-            if e.get("bound") is None and e.get("tested_values") and curve is not None \
-                    and hasattr(curve.search, "at_limit"):
-                least = min(e["tested_values"], key=curve.search.t)
-                e["none_passed"] = (f"down to {least:g}, the least lossy value the codec takes on these data"
-                                    if curve.search.at_limit(least) else
-                                    f"down to {least:g}; the search stopped there (search.max_evaluations)")
-            if e.get("bound") is not None and not e.get("confirmed"):
-                log.warning("%s on %s: threshold %s not confirmed (less lossy passes: %s; needs two, one at most "
-                            "half as lossy)", name, data.name, e["bound"], e.get("confirmed_by"))
-            if e.get("passed_above_first_failure"):
-                log.warning("%s on %s: passes above the first failure at %s (non-monotonic; not trusted)",
-                            name, data.name, e["passed_above_first_failure"])
+        annotate_codecs(codecs, baselines, searches={c.name: c.search for c in curves if c.search is not None},
+                        rates=self.rates, dataset=data.name)
         study_log.thresholds(codecs)
         path = doc = None
         if self.thresholds_dir is not None:

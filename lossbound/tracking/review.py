@@ -3,9 +3,8 @@ behind a threshold or on none (public MLflow client API and the auth app's REST 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from lossbound.core.errors import InputError
 from lossbound.tracking.tracker import retry
@@ -13,6 +12,24 @@ from lossbound.tracking.tracker import retry
 
 def _is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
+
+
+def client_login() -> dict[str, Any]:
+    """The login MLflow's client uses, from its documented sources: ``MLFLOW_TRACKING_USERNAME``
+    / ``MLFLOW_TRACKING_PASSWORD`` (else the ``[mlflow]`` section of ``~/.mlflow/credentials``),
+    ``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_INSECURE_TLS``, and the server and client
+    certificate paths."""
+    import configparser
+
+    creds = configparser.ConfigParser()
+    creds.read(Path(os.environ.get("MLFLOW_CREDENTIALS_FILE", "~/.mlflow/credentials")).expanduser())
+    section = creds["mlflow"] if creds.has_section("mlflow") else {}
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME") or section.get("mlflow_tracking_username") or None
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or section.get("mlflow_tracking_password") or ""
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+    verify: bool | str = False if insecure else (os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True)
+    return {"username": username, "password": password, "token": os.environ.get("MLFLOW_TRACKING_TOKEN") or None,
+            "verify": verify, "cert": os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH") or None}
 
 
 def authenticated_user(uri: str, *, what: str = "") -> str | None:
@@ -27,24 +44,26 @@ def authenticated_user(uri: str, *, what: str = "") -> str | None:
     if not _is_http(uri):
         return None
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
 
-    # the login MLflow's client uses (its documented environment variables), over the auth
-    # app's public REST API
-    username = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or ""
-    auth = (username, password) if username else None
-    verify = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true"
+    login = client_login()
+    username = login["username"]
+    session = requests.Session()
+    session.mount(uri, HTTPAdapter(max_retries=Retry(total=3, backoff_factor=0.5, status_forcelist=(502, 503, 504),
+                                                     allowed_methods=("GET",))))
+    session.verify = login["verify"]
+    session.cert = login["cert"]
+    if login["token"]:
+        session.headers["Authorization"] = f"Bearer {login['token']}"
+    elif username:
+        session.auth = (username, login["password"])
 
     def ask(endpoint: str, **params: str):
-        last: Exception | None = None
-        for attempt in range(3):
-            try:
-                return requests.get(uri.rstrip("/") + endpoint, params=params or None, auth=auth, timeout=30,
-                                    verify=verify)
-            except requests.RequestException as exc:
-                last = exc
-                time.sleep(0.5 * 2 ** attempt)
-        raise InputError(f"{uri}: MLflow tracking server unreachable ({str(last).splitlines()[0][:200]})") from None
+        try:
+            return session.get(uri.rstrip("/") + endpoint, params=params or None, timeout=30)
+        except requests.RequestException as exc:
+            raise InputError(f"{uri}: MLflow tracking server unreachable ({str(exc).splitlines()[0][:200]})") from None
 
     resp = ask("/api/2.0/mlflow/users/current")
     if resp.status_code == 404 and username:

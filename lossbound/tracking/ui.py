@@ -15,6 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_link(uri: str, experiment: str) -> str:
+    """The link to ``experiment``'s runs on a tracking server (which serves its own UI)."""
+    from mlflow import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if exp is None:
+        return f"MLflow UI at {uri} (no experiment {experiment!r} yet)"
+    return f"MLflow UI: {runs_link(uri, exp.experiment_id)}"
+
+
 def serve(store: str, *, port: int = 0, experiment: str = "tomo") -> int:
     """Start ``mlflow ui`` on ``store``, print the runs link, wait until it ends (Ctrl-C)."""
     from mlflow import MlflowClient

@@ -119,7 +119,7 @@ class AzintTechnique(Technique):
 
     def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None, *, cache: bool = True):
         """The dataset's AzimuthalIntegrator (or that of ``geometry``), built once per process."""
-        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:], cache=cache)
+        return fio.integrator_for(geometry or data.geometry, data.payload_array.shape[1:], cache=cache)
 
     def _method(self):
         m = self.config["method"]
@@ -186,7 +186,7 @@ class AzintTechnique(Technique):
         n_bins = result["intensity"].size
         stored = 4 * (n_bins * 2 + result["radial"].size)  # float32 intensity + sigma + axis
         out: dict[str, float] = {"profile_ratio": float(frames.nbytes / stored)}
-        base = dict(raw.meta["geometry"])
+        base = dict(raw.geometry)
         ai = self.integrator(raw)
         for label, change in REFINEMENT.items():
             geo = dict(base)

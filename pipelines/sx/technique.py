@@ -134,7 +134,7 @@ class SxTechnique(Technique):
     def integrator(self, data: Dataset, geometry: Mapping[str, Any] | None = None):
         """The AzimuthalIntegrator of ``geometry`` (default: the dataset's), built once per
         process and geometry."""
-        return fio.integrator_for(geometry or data.meta["geometry"], data.payload_array.shape[1:])
+        return fio.integrator_for(geometry or data.geometry, data.payload_array.shape[1:])
 
     def run(self, data: Dataset, prepared: Mapping[str, Any]) -> Result:
         """Spots, indexing and reflections (:meth:`find`) with the geometry and cell
@@ -364,7 +364,7 @@ class SxTechnique(Technique):
             return None
         fit = lattice.refine_detector(stills, cell, plane, tolerance_px=float(self.config["index_tolerance_px"]))
         d_slow, d_fast, d_normal = fit["shift_mm"]
-        geometry = dict(raw.meta["geometry"])
+        geometry = dict(raw.geometry)
         geometry["poni1"] = float(geometry["poni1"]) + d_slow * 1e-3
         geometry["poni2"] = float(geometry["poni2"]) + d_fast * 1e-3
         geometry["dist"] = float(geometry["dist"]) + d_normal * 1e-3
