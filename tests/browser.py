@@ -66,7 +66,8 @@ def chromium_paths() -> tuple[str, str] | None:
 
 
 def require_browser() -> tuple[str, str]:
-    """The (chromium, chromedriver) paths; skips the calling test when they are absent."""
+    """The (chromium, chromedriver) paths; skips the calling test when they or selenium are absent."""
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install 'lossbound[test]')")
     paths = chromium_paths()
     if paths is None:
         pytest.skip(SKIP_REASON)

@@ -21,7 +21,8 @@ def test_datasets_compose_to_absolute_paths(name):
     path = Path(compose([f"dataset={name}"]).dataset.path)
     assert path.is_absolute()
     # built-in simulations in the checkout's reference_data/, measured data in ../shared/data
-    assert path.is_relative_to(ROOT / "reference_data" if name.startswith("sim_") else SHARED_DATA.resolve())
+    where = ROOT / "reference_data" if name.startswith("sim_") else SHARED_DATA  # ../shared may be a link
+    assert path.resolve().is_relative_to(where.resolve()), (path, where)
 
 
 def test_default_dataset_follows_the_technique():
@@ -41,6 +42,8 @@ def test_single_codec_group_and_tolerance_override():
 
 
 def test_shipped_slurm_launcher_composes_on_submitit():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="the SLURM launcher is not installed (pip install 'lossbound[slurm]')")
     from hydra import compose as hydra_compose, initialize_config_dir
 
     from lossbound.cli.config import CONFIG_DIR

@@ -165,6 +165,8 @@ def test_joblib_multirun_against_a_tracking_server_loses_no_run(tmp_path, tracki
 
 
 def test_submitit_local_multirun_merges_one_thresholds_file(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="the submitit launcher is not installed (pip install 'lossbound[slurm]')")
     _multirun(tmp_path, ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"])
     _check_every_point_in_mlflow(tmp_path, f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
 
