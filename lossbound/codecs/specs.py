@@ -153,14 +153,19 @@ def _is_integer_dtype(dtype: np.dtype) -> bool:
     return dtype.kind in "iub"
 
 
-def _normalise_dtype(value: Any, *, what: str) -> str:
+def _as_dtype(value: Any, *, what: str, kinds: str = "iuf") -> np.dtype:
+    """``value`` as a numpy dtype of one of ``kinds``, or a ConfigError naming ``what``."""
     try:
         dtype = np.dtype(value)
     except TypeError as exc:
         raise ConfigError(f"{what} {value!r} is not a numpy dtype; expected e.g. 'float32'") from exc
-    if dtype.kind not in "iuf":
+    if dtype.kind not in kinds:
         raise ConfigError(f"{what} {value!r} is not an integer or float dtype")
-    return dtype.name
+    return dtype
+
+
+def _normalise_dtype(value: Any, *, what: str) -> str:
+    return _as_dtype(value, what=what).name
 
 
 def _normalise_chunks(chunks: Any) -> Chunks:
@@ -353,12 +358,7 @@ class CodecSetting:
                               f"and this dataset has none")
         if dtype is None:
             return
-        try:
-            detector = np.dtype(dtype)
-        except TypeError as exc:
-            raise ConfigError(f"data dtype {dtype!r} is not a numpy dtype") from exc
-        if detector.kind not in "iubf":
-            raise ConfigError(f"codec setting {label!r}: data dtype {detector} is not integer or float")
+        detector = _as_dtype(dtype, what=f"codec setting {label!r}: data dtype", kinds="iubf")
         stored = np.dtype(self.input_dtype) if self.input_dtype is not None else detector
         if detector.kind == "f" and stored.kind in "iu":
             raise ConfigError(
