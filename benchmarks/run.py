@@ -17,6 +17,8 @@ search       bisection vs a sqrt(2) grid: evaluations, wall time, same answer
 scaling      cost of one point against 1x, 2x, 4x the projections; 1 vs 2 workers
 feasibility  single-core compress throughput per thresholds-file setting, cores for 16 GB/s
 e2e          python -m evaluate technique=<t> per technique and the whole set (target <= 15 min)
+campaign     lossbound campaign run of 10, 20, 40 tiny datasets into a tracking server: points/s, tracking
+             time per point, thresholds merge and report time as the campaign grows (--only campaign)
 
 Prints one Markdown table per section with its targets line, and saves everything as JSON.
 Not a test: timings depend on the machine and its load (``--smoke`` sizes are not meaningful).
@@ -24,6 +26,7 @@ Not a test: timings depend on the machine and its load (``--smoke`` sizes are no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import glob
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -571,11 +575,168 @@ def section_e2e(run: Run) -> Section:
     return sec
 
 
+# -- campaign scale -------------------------------------------------------------------------------
+CAMPAIGN_SIZES = (10, 20, 40)
+CAMPAIGN_ARGS = ["codec=[sz3]", "search=grid", "sweep.bounds=[2,8]", "sweep.progress=false"]
+
+
+@contextlib.contextmanager
+def _tracking_server(folder: Path):
+    """``mlflow server`` (sqlite backend) on 127.0.0.1, stopped on exit."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(folder / "server.log", "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                                 "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited: {(folder / 'server.log').read_text()[-500:]}")
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def _campaign_scans(folder: Path, n: int) -> list[dict[str, Any]]:
+    """``n`` tiny simulated frames (Pilatus 300k; powder and SAXS alternating, seeds 0..n-1)."""
+    from lossbound.pipelines.azint.simulate import write_simulation
+
+    entries = []
+    for i in range(n):
+        group = "powder" if i % 2 == 0 else "saxs"
+        h5, poni = folder / group / f"scan{i:03d}.h5", folder / group / f"scan{i:03d}.poni"
+        if not h5.exists():
+            h5.parent.mkdir(parents=True, exist_ok=True)
+            write_simulation(h5, poni, detector="Pilatus300k", poni_px=[300.0, 240.0], seed=i,
+                             distance_mm=120.0 if group == "powder" else 900.0, pattern=group)
+        e = {"name": h5.stem, "group": group, "path": str(h5), "poni": str(poni), "sample": group}
+        if group == "powder":
+            e["calibrant"] = "CeO2"
+        entries.append(e)
+    return entries
+
+
+def _point_writer(uri: str, experiment: str, n: int, out) -> None:
+    """One job's tracking traffic for ``n`` points, as a study logs them (lossbound.tracking:
+    create the run, one batch of params/metrics/tags, terminate), against ``uri``."""
+    from lossbound.tracking.tracker import Tracker
+
+    t = Tracker({"tracking_uri": uri, "experiment": experiment})
+    parent = t.start_run("study", tags={"lossbound.role": "study"})
+    t0 = time.perf_counter()
+    for i in range(n):
+        rid = t.start_run(f"point {i}", parent=parent, tags={"lossbound.role": "point", "point_id": f"{i:016x}"})
+        t.log(rid, params={"codec": "sz3", "mode": "absolute", "bound": 2.0 ** (i % 8), "dataset": "stress"},
+              metrics={f"metric_{k}": float(k * i) for k in range(30)}, tags={"passed": True, "failures": "none"})
+        t.end_run(rid)
+    out.put(time.perf_counter() - t0)
+    t.end_run(parent)
+
+
+def _server_capacity(uri: str, writers: int, n: int) -> float:
+    """Points per second the server records with ``writers`` jobs logging at once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_point_writer, args=(uri, f"stress-{writers}", n, q)) for _ in range(writers)]
+    for p in procs:
+        p.start()
+    times = [q.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    return writers * n / max(times)
+
+
+def section_campaign(run: Run) -> Section:
+    from mlflow.tracking import MlflowClient
+
+    from lossbound.results.report import write_report
+
+    sec = Section("campaign", "lossbound campaign run of N tiny simulated datasets (joblib, 2 jobs) into a "
+                  "local mlflow server",
+                  [("datasets", "datasets"), ("points", "points"), ("jobs_s", "jobs s"),
+                   ("points_per_s", "points/s"), ("tracking_ms_per_point", "tracking ms/point"),
+                   ("merge_ms", "merge ms (mean / last)"), ("report_s", "report s"),
+                   ("report_mb", "report MB"), ("thresholds_kb", "thresholds KB"), ("lost", "lost runs")])
+    sizes = (2, 4) if run.smoke else CAMPAIGN_SIZES
+    base = run.tmp / "campaign"
+    entries = _campaign_scans(base / "scans", max(sizes))
+    with _tracking_server(base / "server") as uri:
+        for n in sizes:
+            home = base / f"n{n}"
+            home.mkdir(parents=True, exist_ok=True)
+            camp = home / "campaign.yaml"
+            camp.write_text(yaml.safe_dump({"technique": "azint", "datasets": entries[:n]}, sort_keys=False))
+            env = {**os.environ, "LOSSBOUND_HOME": str(home / "runs"), "MLFLOW_TRACKING_URI": uri,
+                   "MLFLOW_EXPERIMENT_NAME": f"campaign-{n}"}
+            cmd = [sys.executable, "-m", "lossbound", "campaign", "run", str(camp), *CAMPAIGN_ARGS]
+            with open(home / "campaign.log", "w") as fh:
+                proc, wall = seconds(lambda: subprocess.run(cmd, cwd=home, env=env, stdout=fh,
+                                                            stderr=subprocess.STDOUT))
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name(f"campaign-{n}")
+            runs = client.search_runs([exp.experiment_id], max_results=5000)
+            studies = [r for r in runs if r.data.tags.get("lossbound.role") == "study"]
+            points = sum(int(r.data.metrics.get("n_evaluated", 0)) for r in studies)
+            merges = [r.data.metrics.get("thresholds_merge_seconds", math.nan) for r in
+                      sorted(studies, key=lambda r: r.info.end_time or 0)]
+            tracking = sum(r.data.metrics.get("tracking_seconds", 0.0) for r in studies)
+            thresholds = home / "runs" / "thresholds" / "azint.yaml"
+            report_dir = home / "report-timing"
+            report_s = median_time(lambda: write_report(thresholds, journal_dir=home / "runs" / "journal",
+                                                        reports_dir=report_dir), run.repeats_slow)
+            sec.rows.append({
+                "datasets": n, "points": points, "jobs_s": wall, "points_per_s": points / wall if wall else None,
+                "tracking_ms_per_point": 1e3 * tracking / points if points else None,
+                "merge_ms": f"{1e3 * float(np.nanmean(merges)):.0f} / {1e3 * merges[-1]:.0f}" if merges else None,
+                "report_s": report_s, "report_mb": (report_dir / "azint.html").stat().st_size / 1e6,
+                "thresholds_kb": thresholds.stat().st_size / 1e3,
+                "lost": sum(r.info.status != "FINISHED" for r in runs) + (n - len(studies)),
+                "exit": proc.returncode})
+        # what one sqlite-backed server records at all, k jobs logging points at once
+        capacity = {k: _server_capacity(uri, k, 10 if run.smoke else 60) for k in ((1, 2) if run.smoke else (1, 2, 4, 8))}
+    sec.notes.append("tracking server capacity (sqlite backend, 1 server worker, on this machine, clients included): "
+                     + ", ".join(f"{k} job{'s' if k > 1 else ''} logging at once {v:.1f} points/s"
+                                 for k, v in capacity.items()))
+    first, last = sec.rows[0], sec.rows[-1]
+    grow = last["datasets"] / first["datasets"]
+    sec.notes += [
+        f"from {first['datasets']} to {last['datasets']} datasets ({grow:g}x): points/s "
+        f"{first['points_per_s']:.2f} -> {last['points_per_s']:.2f}, tracking ms/point "
+        f"{first['tracking_ms_per_point']:.0f} -> {last['tracking_ms_per_point']:.0f}, report "
+        f"{first['report_s']:.1f} -> {last['report_s']:.1f} s",
+        "each size in a fresh runs folder (thresholds, journal, raw cache) and its own MLflow experiment on one "
+        "server; points = lossy and lossless points evaluated (1 codec x 2 values + 3 lossless baselines per "
+        "dataset); tracking = seconds the jobs spent in MLflow client calls (study and point runs, artifacts), "
+        "per point; merge = one job's thresholds-file update under its lock (mean over jobs / the last one, "
+        "the file then holding every dataset); report = lossbound report on the final file (median).",
+        f"logs: {base} (deleted at the end unless --keep)"]
+    sec.targets.append(Target("0 lost runs at every size", all(r["lost"] == 0 and r["exit"] == 0 for r in sec.rows),
+                              ", ".join(f"{r['datasets']}: {r['lost']}" for r in sec.rows)))
+    return sec
+
+
 SECTIONS: dict[str, Callable[[Run], Section]] = {
     "overhead": section_overhead, "codec": section_codec, "pipelines": section_pipelines, "search": section_search,
-    "scaling": section_scaling, "feasibility": section_feasibility, "e2e": section_e2e,
+    "scaling": section_scaling, "feasibility": section_feasibility, "e2e": section_e2e, "campaign": section_campaign,
 }
-DEFAULT_SECTIONS = [name for name in SECTIONS if name != "e2e"]
+DEFAULT_SECTIONS = [name for name in SECTIONS if name not in ("e2e", "campaign")]
 
 
 def run_section(name: str, run: Run) -> Section:

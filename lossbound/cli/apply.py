@@ -150,7 +150,8 @@ def _mb(nbytes: int) -> str:
 # -- the thresholds entry ------------------------------------------------------------------------
 def select_entry(doc: Mapping[str, Any], codec: str, *, from_dataset: str | None = None,
                  path: Any = "") -> dict[str, Any]:
-    """The combined entry ``doc["codecs"][codec]``, or one dataset's own with ``from_dataset``.
+    """The combined entry ``doc["codecs"][codec]``, or one dataset's own with ``from_dataset``
+    (``doc``: a whole thresholds file, or one group's :func:`lossbound.results.signoff.scope`).
 
     Raises
     ------
@@ -159,7 +160,8 @@ def select_entry(doc: Mapping[str, Any], codec: str, *, from_dataset: str | None
     """
     codecs = doc.get("codecs") or {}
     if codec not in codecs:
-        raise InputError(f"{path}: no codec {codec!r} in the thresholds file; expected one of: "
+        where = f"group {doc['group']!r} of the thresholds file" if doc.get("group") else "the thresholds file"
+        raise InputError(f"{path}: no codec {codec!r} in {where}; expected one of: "
                          f"{_listing(sorted(codecs))}")
     entry = codecs[codec]
     if from_dataset is not None:
@@ -202,7 +204,7 @@ def _setting(entry: Mapping[str, Any], path: Path):
 
 
 def export_config(thresholds: Path, codec: str, *, from_dataset: str | None = None,
-                  allow_unreviewed: bool = False) -> tuple[dict[str, Any], str | None]:
+                  allow_unreviewed: bool = False, group: str | None = None) -> tuple[dict[str, Any], str | None]:
     """The approved threshold of ``codec`` as :func:`lossbound.results.export.codec_config`.
 
     Returns
@@ -212,7 +214,7 @@ def export_config(thresholds: Path, codec: str, *, from_dataset: str | None = No
         ``create_dataset`` alone does not apply (else None).
     """
     thresholds = Path(thresholds)
-    doc = signoff.load_document(thresholds)
+    doc = signoff.scope(signoff.load_document(thresholds), group, path=thresholds)
     entry = select_entry(doc, codec, from_dataset=from_dataset, path=thresholds)
     status = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds, from_dataset=from_dataset)
     try:
@@ -497,7 +499,7 @@ def _check_paths(src: Path, dst: Path, *, overwrite: bool) -> None:
 
 def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, dataset: str | None = None,
                     from_dataset: str | None = None, allow_unreviewed: bool = False, poni: Path | None = None,
-                    overwrite: bool = False) -> ApplyReport:
+                    overwrite: bool = False, group: str | None = None) -> ApplyReport:
     """Write ``src`` to ``dst`` with its payload through ``codec``'s threshold, and check it.
 
     Parameters
@@ -513,6 +515,9 @@ def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, datas
         Payload dataset path (default: see :func:`find_payload`).
     from_dataset : str, optional
         Use that measured dataset's own threshold instead of the combined (conservative) one.
+    group : str, optional
+        Use that group's (sample type's) threshold and review (``groups.<group>``) instead of
+        the overall one.
     allow_unreviewed : bool
         Apply a threshold that is not ``approved`` (a warning names its status).
     poni : Path, optional
@@ -533,7 +538,7 @@ def apply_threshold(thresholds: Path, codec: str, src: Path, dst: Path, *, datas
         The written file does not give the payload back within the bound (no ``dst`` left).
     """
     thresholds, src, dst = Path(thresholds), Path(src), Path(dst)
-    doc = signoff.load_document(thresholds)
+    doc = signoff.scope(signoff.load_document(thresholds), group, path=thresholds)
     entry = select_entry(doc, codec, from_dataset=from_dataset, path=thresholds)
     review = _gate(doc, codec, allow_unreviewed=allow_unreviewed, path=thresholds, from_dataset=from_dataset)
     setting = _setting(entry, thresholds)
@@ -717,6 +722,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="payload dataset path (default: /entry/data/data, /exchange/data, "
                                      "else the largest numeric dataset of >= 2 dims)")
     p.add_argument("--from-dataset", help="use this measured dataset's own threshold, not the combined one")
+    p.add_argument("--group", help="use this group's (sample type's) threshold and its review, not the overall one")
     p.add_argument("--allow-unreviewed", action="store_true",
                    help="apply or export a threshold that is not approved (a warning names its status)")
     p.add_argument("--poni", type=Path, help="detector geometry (needed by sparsify_* codecs)")
@@ -736,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.files:
                 raise InputError(f"--export takes no IN.h5/OUT.h5, got {' '.join(map(str, args.files))}")
             config, note = export_config(args.thresholds, args.codec, from_dataset=args.from_dataset,
-                                         allow_unreviewed=args.allow_unreviewed)
+                                         allow_unreviewed=args.allow_unreviewed, group=args.group)
             sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
             if note:
                 print(f"# note: {note}")
@@ -746,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"got {len(args.files)} path(s)")
         report = apply_threshold(args.thresholds, args.codec, args.files[0], args.files[1], dataset=args.dataset,
                                  from_dataset=args.from_dataset, allow_unreviewed=args.allow_unreviewed,
-                                 poni=args.poni, overwrite=args.overwrite)
+                                 poni=args.poni, overwrite=args.overwrite, group=args.group)
     except InputError as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return EXIT_INPUT

@@ -52,13 +52,31 @@ def run(cfg: DictConfig):
     """Resolve the config and run the study; returns the ``StudyResult``."""
     from lossbound.study.study import Study
 
+    if (cfg.get("campaign") or {}).get("entry"):
+        from lossbound.cli.campaign_entry import apply_entry
+
+        apply_entry(cfg)  # a job of `lossbound campaign run`: this dataset's entry
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     container.pop("hydra", None)
     return Study(container, runtime_info()).run()
 
 
+def _campaign_failure(cfg: DictConfig, reason: str) -> None:
+    """A campaign job that cannot measure its dataset records why in the thresholds file
+    (``failed_datasets``) and ends normally: the other datasets' jobs go on."""
+    from lossbound.results.thresholds import record_failure
+
+    try:
+        path = Path(str(cfg.paths.thresholds_dir)) / f"{cfg.technique.name}.yaml"
+        record_failure(path, technique=str(cfg.technique.name), dataset_name=str(cfg.campaign.entry), reason=reason,
+                       group=cfg.dataset.get("group"), source=str(cfg.dataset.get("path")))
+    except Exception as exc:  # noqa: BLE001 - the failure is logged either way
+        log.error("campaign dataset %s: failure not recorded (%s)", cfg.campaign.entry, exc)
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    campaign_job = bool((cfg.get("campaign") or {}).get("entry"))
     try:
         run(cfg)
     except (InputError, OmegaConfBaseException) as exc:
@@ -68,7 +86,15 @@ def main(cfg: DictConfig) -> None:
         else:
             msg = str(exc).strip().splitlines()[0]
         log.error(msg)
+        if campaign_job:
+            _campaign_failure(cfg, msg)
+            return
         sys.exit(f"error: {msg}")
+    except Exception as exc:  # noqa: BLE001 - a crash fails this dataset of a campaign, not the others
+        if not campaign_job:
+            raise
+        log.exception("campaign dataset %s crashed", cfg.campaign.entry)
+        _campaign_failure(cfg, f"crashed: {type(exc).__name__}: {str(exc).strip()[:200]}")
 
 
 if __name__ == "__main__":

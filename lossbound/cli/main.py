@@ -1,6 +1,7 @@
 """``lossbound <command>``: one console script for every LossBound command.
 
     lossbound study technique=tomo          a study (Hydra overrides; the same as python -m evaluate)
+    lossbound campaign run azint.yaml       many datasets, one job each (joblib here, or hydra/launcher=slurm)
     lossbound report tomo                   rebuild the expert report from the thresholds file
     lossbound review approve tomo sz3 ...   sign a threshold off in MLflow
     lossbound apply THRESHOLDS --codec ...  apply an approved threshold to a file, or export it
@@ -18,6 +19,7 @@ from typing import Sequence
 #: command -> (module with ``main``, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("lossbound.cli.evaluate", "run a study: search each codec's error bound on a dataset (Hydra overrides)"),
+    "campaign": ("lossbound.cli.campaign", "run many datasets (a campaign file) through a Hydra launcher, one job each"),
     "report": ("lossbound.cli.report", "rebuild a technique's expert report from its thresholds file and journal"),
     "review": ("lossbound.cli.review", "approve or reject a codec's threshold (MLflow tags), or show review status"),
     "apply": ("lossbound.cli.apply", "write a file with an approved threshold's codec chain, or export the config"),

@@ -3,10 +3,12 @@
     lossbound review approve tomo sz3 [--by NAME] [--note TEXT]
     lossbound review reject  tomo sz3 --by NAME --note "ring artefacts on the tooth"
     lossbound review status  tomo [sz3]
+    lossbound review approve azint sz3 --group powder   # one group's (sample type's) threshold
 
 ``approve``/``reject`` tag every MLflow run behind the codec's combined threshold (per
 contributing dataset: the point at the threshold and the study run) with
-``lossbound.review.{decision,reviewer,date,note,authenticated,codec,fingerprint}`` and, only when
+``lossbound.review.{decision,reviewer,date,note,authenticated,codec,fingerprint}`` (a group's:
+``lossbound.review.group.<group>.*``) and, only when
 every run is tagged, record the decision in ``<thresholds-dir>/<technique>.yaml`` (``reviews``).
 A changed dataset or tolerance makes the decision *stale* (``status`` shows it).
 
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "status": "review status of every codec"}[action])
         p.add_argument("technique", help="technique (thresholds file <thresholds-dir>/<technique>.yaml)")
         p.add_argument("codec", nargs="?" if action == "status" else None, help="codec name in the thresholds file")
+        p.add_argument("--group", metavar="NAME", help="a group's (sample type's) threshold rather than the "
+                                                       "overall one (thresholds file: groups.<NAME>)")
         p.add_argument("--thresholds-dir", type=Path, default=None, metavar="DIR",
                        help="folder of the thresholds files (default: <runs>/thresholds, <runs> = ./runs or "
                             "$LOSSBOUND_HOME)")
@@ -115,7 +119,7 @@ def _check_codec(doc: Mapping[str, Any], codec: str, path: Path) -> Mapping[str,
 def decide(args: argparse.Namespace) -> int:
     decision = args.action
     path = _thresholds_path(args)
-    doc = signoff.load_document(path)
+    doc = signoff.scope(signoff.load_document(path), args.group, path=path)
     entry = _check_codec(doc, args.codec, path)
     if entry.get("bound") is None:
         raise InputError(f"{path}: codec {args.codec!r} has no threshold (nothing passed on "
@@ -133,10 +137,13 @@ def decide(args: argparse.Namespace) -> int:
         "note": args.note or "", "authenticated": "true" if authenticated else "false",
         "codec": args.codec, "fingerprint": fp,
     }
-    undo = tag_runs(uri, runs, {TAG_PREFIX + k: str(values[k])[:TAG_MAX] for k in _TAG_KEYS}, user=name)
+    # a group's decision has its own tags: a run behind both keeps the overall decision's
+    prefix = TAG_PREFIX + (f"group.{args.group}." if args.group else "")
+    undo = tag_runs(uri, runs, {prefix + k: str(values[k])[:TAG_MAX] for k in _TAG_KEYS}, user=name)
     try:
         signoff.record_review(path, args.codec, decision=decision, reviewer=name, note=args.note or "",
-                              authenticated=authenticated, runs=runs, expected_fingerprint=fp, date=values["date"])
+                              authenticated=authenticated, runs=runs, expected_fingerprint=fp, date=values["date"],
+                              group=args.group)
     except BaseException as exc:  # not recorded: the runs must not say otherwise
         failed = undo()
         if isinstance(exc, (InputError, OSError)):
@@ -144,7 +151,8 @@ def decide(args: argparse.Namespace) -> int:
                              f"{' (run(s) ' + ', '.join(failed) + ' still tagged)' if failed else ''}") from None
         raise
     who = f"{name} (logged in to {uri})" if authenticated else f"{name} (not authenticated: --by on {uri})"
-    print(f"{_PAST[decision]} {args.codec} (bound {entry.get('bound')}, limiting dataset "
+    what = f"{args.codec} of group {args.group}" if args.group else args.codec
+    print(f"{_PAST[decision]} {what} (bound {entry.get('bound')}, limiting dataset "
           f"{entry.get('limiting_dataset')}) by {who}; tagged {len(runs)} MLflow run(s); recorded in {path}")
     _rebuild_report(path)
     return 0
@@ -183,7 +191,7 @@ def status_rows(doc: Mapping[str, Any], codecs: Sequence[str] | None = None) -> 
 
 def show_status(args: argparse.Namespace) -> int:
     path = _thresholds_path(args)
-    doc = signoff.load_document(path)
+    doc = signoff.scope(signoff.load_document(path), args.group, path=path)
     if args.codec:
         _check_codec(doc, args.codec, path)
     rows = status_rows(doc, [args.codec] if args.codec else None)
@@ -193,7 +201,7 @@ def show_status(args: argparse.Namespace) -> int:
     cols = list(rows[0])
     cells = [[_cell(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print(f"Review status of {path}")
+    print(f"Review status of {path}{f' (group {args.group})' if args.group else ''}")
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
     print("  ".join("-" * w for w in widths))
     for row in cells:

@@ -5,9 +5,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "dump_yaml", "load_yaml"]
 
 
 @contextlib.contextmanager
@@ -36,3 +36,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` by ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML, with libyaml's loader where present (files of many datasets load ~10x faster)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def dump_yaml(obj: Any) -> str:
+    """Safe YAML in the order given, with libyaml's dumper where present (~10x faster)."""
+    import yaml
+
+    return yaml.dump(obj, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                     allow_unicode=False)

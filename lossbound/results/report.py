@@ -171,7 +171,9 @@ def gain_rows(records: Iterable[TechniqueRecord]) -> list[dict[str, Any]]:
     for rec in records:
         codec, worst = recommended(rec)
         lossless_all = []
-        for ds, entry in sorted((rec.doc.get("datasets") or {}).items()):
+        datasets = rec.doc.get("datasets") or {}
+        shown = set(limiting_datasets(rec.doc)) if len(datasets) > MANY_DATASETS else set(datasets)
+        for ds, entry in sorted(datasets.items()):
             lossless = max(((b.get("compression_ratio") or 0.0, name) for name, b in (entry.get("baselines") or {}).items()
                             if b.get("compression_ratio")), default=(None, None))
             rejected = {c for c, e in (rec.doc.get("codecs") or {}).items()
@@ -180,6 +182,8 @@ def gain_rows(records: Iterable[TechniqueRecord]) -> list[dict[str, Any]]:
                          if e.get("bound") is not None and e.get("compression_ratio") and name not in rejected),
                         default=(None, None))
             lossless_all.append(lossless[0])
+            if ds not in shown:  # many datasets: the limiting ones stand for the others
+                continue
             rows.append({"technique": rec.name, "dataset": ds, "lossless": lossless[0], "lossless_codec": lossless[1],
                          "lossy": lossy[0], "lossy_codec": lossy[1], "needed": rec.needed_ratio})
         lossless_min = min((v for v in lossless_all if v is not None), default=None)
@@ -197,17 +201,20 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     panels = metrics + ["compression ratio"]
     fig, axes = panel_grid(len(panels), ncols=4, size=(4.0, 2.9))
     combined = ((rec.doc.get("codecs") or {}).get(codec) or {}).get("bound")
+    many = len(datasets) > MANY_DATASETS  # one colour per group, thin lines, no per-dataset bands
+    group_colour = {g: f"C{i % 10}" for i, g in enumerate(sorted({_group(e) for e in datasets.values()}))}
     for ax, panel in zip(axes, panels):
         xs = []
         for i, (ds, entry) in enumerate(sorted(datasets.items())):
-            color = f"C{i % 10}"
+            color = group_colour[_group(entry)] if many else f"C{i % 10}"
             pts = [p for p in rec.curves(ds).get(codec, []) if p.status == "ok"]
             frames = ((entry.get("limits") or {}).get(panel) or {}).get("kind") == "frames"
             vals = [p.codec.get("ratio") if panel == "compression ratio" else
                     point_uses(p, entry).get(panel) if frames else p.metrics.get(panel) for p in pts]
             ys = [math.nan if v is None else float(v) for v in vals]
             xs += [p.value for p in pts]
-            ax.plot([p.value for p in pts], ys, "o-", ms=3.5, color=color, label=ds)
+            ax.plot([p.value for p in pts], ys, "o-", ms=2.5 if many else 3.5, lw=0.7 if many else 1.5,
+                    color=color, label=None if many else ds)
             bad = [(p.value, y) for p, y in zip(pts, ys) if not p.passed and math.isfinite(y)]
             if bad:
                 ax.plot(*zip(*bad), "o", mfc="none", mec="k", ms=8)
@@ -215,7 +222,7 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
                 if p.status != "ok":
                     ax.plot([p.value], [0.02], "x", color=color, ms=8, transform=ax.get_xaxis_transform())
             lim = (entry.get("limits") or {}).get(panel)
-            if lim:
+            if lim and not many:
                 lo, hi = lim.get("min"), lim.get("max")
                 ax.axhspan(-1e300 if lo is None else lo, 1e300 if hi is None else hi, color=color, alpha=0.08, lw=0)
                 for v in (lo, hi):
@@ -223,7 +230,7 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
                         ax.axhline(v, ls="--", color=color, lw=0.8)
             own_entry = (entry.get("codecs") or {}).get(codec) or {}
             own = own_entry.get("bound")
-            if own is not None:
+            if own is not None and not many:
                 ax.axvline(own, ls=":", color=color, lw=1.2)
                 lo, hi = (own_entry.get("bound_range") or [None, None])[:2]
                 if lo is not None and hi is not None and hi > lo:  # where its limiting criterion crosses, +-1 SE
@@ -243,6 +250,9 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
         ax.tick_params(labelsize=7)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    if many:
+        for g, c in group_colour.items():
+            axes[0].plot([], [], "o-", color=c, label=f"group {g}")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{rec.name} · {codec}: criterion vs bound (band: tolerance; dotted: the dataset's threshold, its "
                  f"range shaded; black: combined threshold; ringed: outside tolerance; x: failed)", fontsize=9)
@@ -270,6 +280,9 @@ def front_figure(rec: TechniqueRecord) -> Figure:
     points under 1 are inside every tolerance; each codec's threshold starred; lossless
     baselines as vertical lines."""
     datasets = sorted((rec.doc.get("datasets") or {}).items())
+    if len(datasets) > MANY_DATASETS:  # a panel per dataset would not be read: the limiting ones
+        limiting = limiting_datasets(rec.doc)
+        datasets = [(n, e) for n, e in datasets if n in limiting][:MANY_DATASETS]
     fig, axes = panel_grid(max(1, len(datasets)), ncols=2, size=(6.2, 4.0))
     for ax, (ds, entry) in zip(axes, datasets):
         for i, (codec, pts) in enumerate(sorted(rec.curves(ds).items())):
@@ -304,6 +317,81 @@ def front_figure(rec: TechniqueRecord) -> Figure:
     for ax in axes[len(datasets):]:
         ax.set_visible(False)
     fig.suptitle(f"{rec.name}: ratio-versus-quality front (lower right is better; star: threshold)", fontsize=10)
+    return fig
+
+
+#: above this many datasets the report shows groups and spreads, not one column or panel each
+MANY_DATASETS = 6
+
+
+def _group(entry: Mapping[str, Any]) -> str:
+    return str((entry.get("dataset") or {}).get("group") or "ungrouped")
+
+
+def limiting_datasets(doc: Mapping[str, Any]) -> list[str]:
+    """The datasets that limit a codec's threshold, overall or in a group (first seen first)."""
+    out: list[str] = []
+    sections = [doc.get("codecs") or {}] + [g.get("codecs") or {} for g in (doc.get("groups") or {}).values()]
+    for codecs in sections:
+        for e in codecs.values():
+            if (n := e.get("limiting_dataset")) and n not in out:
+                out.append(n)
+    return out
+
+
+def spread_figure(rec: TechniqueRecord) -> Figure:
+    """Per codec (columns): each dataset's own threshold (top) and its ratio there (bottom),
+    a strip per group with its box; the dataset limiting each group ringed and named, the
+    overall bound a black line; datasets where nothing passed drawn as x at the bottom."""
+    doc = rec.doc
+    datasets = doc.get("datasets") or {}
+    codecs = [c for c in (doc.get("codecs") or {})]
+    groups = sorted({_group(e) for e in datasets.values()})
+    width = max(3.4, 7.0 / max(1, len(codecs)), 0.6 * len(groups) + 1.0)
+    fig, axes = panel_grid(2 * max(1, len(codecs)), ncols=max(1, len(codecs)), size=(width, 3.0))
+    ncol = max(1, len(codecs))
+    for j, codec in enumerate(codecs):
+        for row, key in enumerate(("bound", "compression_ratio")):
+            ax = axes[row * ncol + j]
+            logged = False  # a log axis needs a positive value in data coordinates
+            for gi, g in enumerate(groups):
+                names = sorted(n for n, e in datasets.items() if _group(e) == g)
+                vals = [((datasets[n].get("codecs") or {}).get(codec) or {}).get(key) for n in names]
+                measured = [(n, v) for n, v in zip(names, vals) if codec in (datasets[n].get("codecs") or {})]
+                ys = [float(v) for _, v in measured if v is not None and v > 0]
+                logged |= bool(ys)
+                jitter = [gi + 0.25 * math.sin(7.3 * k) for k in range(len(ys))]
+                ax.plot(jitter, ys, "o", ms=4, alpha=0.75, color=f"C{gi % 10}")
+                if len(ys) >= 4:
+                    ax.boxplot([ys], positions=[gi], widths=0.6, showfliers=False, manage_ticks=False,
+                               medianprops={"color": "k"}, boxprops={"color": "0.4"},
+                               whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
+                nones = sum(1 for _, v in measured if v is None)
+                if nones:
+                    ax.plot([gi] * nones, [0.03] * nones, "x", color=f"C{gi % 10}", ms=7,
+                            transform=ax.get_xaxis_transform())
+                lim = (((doc.get("groups") or {}).get(g) or {}).get("codecs") or {}).get(codec) or {}
+                lim_name = lim.get("limiting_dataset") or (((doc.get("codecs") or {}).get(codec) or {})
+                                                          .get("limiting_dataset") if len(groups) == 1 else None)
+                v = ((datasets.get(lim_name) or {}).get("codecs") or {}).get(codec, {}).get(key) if lim_name else None
+                if v is not None and v > 0:
+                    ax.plot([gi], [v], "o", mfc="none", mec="k", ms=10)
+                    ax.annotate(lim_name, (gi, v), fontsize=6, xytext=(6, -9), textcoords="offset points")
+            overall = ((doc.get("codecs") or {}).get(codec) or {}).get("bound")
+            if row == 0 and overall is not None:
+                ax.axhline(overall, color="k", lw=1)
+            ax.set_xticks(range(len(groups)), groups, fontsize=7, rotation=20 if len(groups) > 3 else 0)
+            ax.set_xlim(-0.6, len(groups) - 0.4)
+            if logged:
+                ax.set_yscale("log")
+            else:
+                ax.set_yticks([])
+                ax.text(0.5, 0.5, "nothing passed", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.minorticks_off()
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3, axis="y")
+            ax.set_title(f"{codec}: {'threshold' if row == 0 else 'ratio at threshold'}", fontsize=9)
+    fig.suptitle(f"{rec.name}: each dataset's threshold and ratio, by group ({len(datasets)} datasets)", fontsize=9)
     return fig
 
 
@@ -427,21 +515,42 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
                           "config": yaml.safe_dump(codec_config(entry), sort_keys=False, default_flow_style=None,
                                                    width=110)}
     # quality gates: how well each dataset's raw data fit its declared setup
-    gates = []
+    gates, gates_passed = [], 0
     for ds in names:
         for gname, g in (datasets[ds].get("gates") or {}).items():
             status = str(g.get("status"))
             limit = g.get("limit")
             limit = "–".join(_fmt(v) for v in limit) if isinstance(limit, list) else limit
+            if status == "passed" and len(names) > MANY_DATASETS:  # many datasets: what needs a look
+                gates_passed += 1
+                continue
             gates.append([ds, gname, {"gate": status, "cls": _GATE_CLASS.get(status, "unreviewed")},
                           g.get("value"), limit, g.get("unit", ""), g.get("action"),
                           str(g.get("detail", "")) + (f" — {g['fix']}" if g.get("fix") else "")])
+    many = len(names) > MANY_DATASETS
     thresholds = []
     for codec, entry in codecs.items():
         per = entry.get("per_dataset") or {}
-        thresholds.append([codec, *[_bound_cell(per[d]) if d in per else "—" for d in names],
-                           entry.get("bound"), "yes" if entry.get("confirmed") else "no",
-                           entry.get("limiting_dataset"), worst_ratio(rec, codec), {"review": entry.get("review")}])
+        cells = [] if many else [_bound_cell(per[d]) if d in per else "—" for d in names]
+        limiting = entry.get("limiting_dataset")
+        if entry.get("limiting_group"):
+            limiting = f"{limiting} (group {entry['limiting_group']})"
+        thresholds.append([codec, *cells, entry.get("bound"), "yes" if entry.get("confirmed") else "no",
+                           limiting, worst_ratio(rec, codec), {"review": entry.get("review")}])
+    # groups (sample types): each group's bound, its limiting dataset and its own review
+    group_rows = []
+    for g, section in (doc.get("groups") or {}).items():
+        for codec, entry in (section.get("codecs") or {}).items():
+            group_rows.append([g, len(section.get("datasets") or []), codec, entry.get("bound"),
+                               "yes" if entry.get("confirmed") else "no", entry.get("limiting_dataset"),
+                               {"review": entry.get("review")}])
+    # per dataset: one row each (a column each would not fit many datasets)
+    dataset_rows = [[d, _group(datasets[d]), *[_bound_cell(((datasets[d].get("codecs") or {}).get(c)) or {})
+                                                if c in (datasets[d].get("codecs") or {}) else "—" for c in codecs]]
+                    for d in names] if many else []
+    excluded = [[n, codec, why] for codec, entry in codecs.items()
+                for n, why in sorted((entry.get("excluded_datasets") or {}).items())]
+    excluded += [[n, "all", f"failed: {f.get('reason')}"] for n, f in sorted((doc.get("failed_datasets") or {}).items())]
     # feasibility: cores at the rates this report names (a dataset's entry may hold an older study's)
     rates = {k.replace("_gbps", ""): v for k, v in acq.items()}
     feasible = []
@@ -463,10 +572,13 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
     return _template().render(
         name=rec.name, css=_CSS, path=str(rec.path or f"runs/thresholds/{rec.name}.yaml"), generated=str(doc.get("generated", "?")),
         rebuilt=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), rule=str(doc.get("rule", "")),
-        recommendation=recommendation, gates=gates,
-        threshold_headers=["codec", *[f"{d} bound [range] (ratio)" for d in names], "combined bound", "confirmed",
-                           "limiting dataset", "ratio at combined (worst)", "review"],
-        threshold_rows=thresholds, tolerance_sections=[_tolerance_section(ds, datasets[ds]) for ds in names],
+        recommendation=recommendation, gates=gates, gates_passed=gates_passed, many=many, n_datasets=len(names),
+        n_groups=len(doc.get("groups") or {}),
+        threshold_headers=["codec", *([] if many else [f"{d} bound [range] (ratio)" for d in names]),
+                           "combined bound", "confirmed", "limiting dataset", "ratio at combined (worst)", "review"],
+        threshold_rows=thresholds, group_rows=group_rows, excluded=excluded,
+        dataset_headers=["dataset", "group", *[f"{c} bound [range] (ratio)" for c in codecs]], dataset_rows=dataset_rows,
+        spread=png_data_uri(spread_figure(rec)) if (many or doc.get("groups")) and codecs else None, tolerance_sections=[_tolerance_section(ds, datasets[ds]) for ds in names],
         codec_figures=figures, front=png_data_uri(front_figure(rec)),
         rates=", ".join(f"{k} {v:g} GB/s" for k, v in rates.items()), feasibility=feasible, gain=gain,
         gain_figure=png_data_uri(gain_figure(rows)))

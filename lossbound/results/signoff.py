@@ -6,6 +6,11 @@ the combined bound, the codec chain, and every contributing dataset's content ch
 tolerances and bound, so a changed dataset, an added dataset or a changed tolerance makes an
 earlier decision *stale*: it is shown, and it no longer counts as approval.
 
+With groups (sample types, ``groups.<g>.codecs``), each group's threshold is reviewed on its
+own (``group_reviews.<g>.<codec>``): its fingerprint covers only that group's datasets, so a
+group's approval stays when another group's dataset is added (the overall threshold, which
+covers every group, turns stale then, as it should).
+
 Status of a codec's threshold: ``approved``, ``rejected``, ``stale`` (decided on something
 else) or ``unreviewed``. Exporting or applying anything but ``approved`` needs an explicit
 override (``--allow-unreviewed``).
@@ -20,16 +25,30 @@ import yaml
 from filelock import FileLock
 
 from lossbound.core.errors import InputError
-from lossbound.core.files import atomic_write_text
+from lossbound.core.files import atomic_write_text, dump_yaml, load_yaml
 from lossbound.core.hashing import stable_hash
 
 __all__ = ["DECISIONS", "STATUSES", "fingerprint", "load_document", "record_review", "require_approved",
-           "review_status", "runs_behind", "with_statuses"]
+           "review_status", "runs_behind", "scope", "with_statuses"]
 
 DECISIONS = ("approve", "reject")
 STATUSES = ("approved", "rejected", "stale", "unreviewed")
 _CHAIN_KEYS = ("codec", "mode", "bound", "hdf5plugin", "filter_id", "cd_values", "chunks_setting", "input_dtype",
                "transform", "transform_params", "bound_kind")
+
+
+def scope(doc: Mapping[str, Any], group: str | None = None, *, path: Any = "") -> dict[str, Any]:
+    """The part of a thresholds file a decision is about: the whole file (``group=None``:
+    ``codecs`` and ``reviews``), or one group's ``codecs`` with its ``group_reviews`` (an
+    InputError names the groups there are). Every function here takes either."""
+    if group is None:
+        return doc  # type: ignore[return-value]
+    groups = doc.get("groups") or {}
+    if group not in groups:
+        raise InputError(f"{path}: no group {group!r} in the thresholds file; expected one of "
+                         f"{', '.join(sorted(groups)) or '(none: no dataset declares a group)'}")
+    return {"codecs": groups[group].get("codecs") or {}, "datasets": doc.get("datasets") or {},
+            "reviews": (doc.get("group_reviews") or {}).get(group) or {}, "group": group}
 
 
 def fingerprint(doc: Mapping[str, Any], codec: str) -> str:
@@ -66,9 +85,14 @@ def review_status(doc: Mapping[str, Any], codec: str) -> dict[str, Any]:
 
 
 def with_statuses(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` with ``codecs.<codec>.review`` filled in from ``reviews`` (written on every update)."""
+    """``doc`` with ``codecs.<codec>.review`` filled in from ``reviews``, and each group's
+    from ``group_reviews`` (written on every update)."""
     for codec, entry in (doc.get("codecs") or {}).items():
         entry["review"] = review_status(doc, codec)
+    for group, g in (doc.get("groups") or {}).items():
+        view = scope(doc, group)
+        for codec, entry in (g.get("codecs") or {}).items():
+            entry["review"] = review_status(view, codec)
     return doc
 
 
@@ -97,32 +121,38 @@ def require_approved(doc: Mapping[str, Any], codec: str, *, allow_unreviewed: bo
 
 def record_review(path: Path, codec: str, *, decision: str, reviewer: str, note: str,
                   authenticated: bool, runs: list[str], expected_fingerprint: str | None = None,
-                  date: str | None = None) -> dict[str, Any]:
+                  date: str | None = None, group: str | None = None) -> dict[str, Any]:
     """Write the decision into the thresholds file (under its lock) and return its status.
 
     ``expected_fingerprint``: what the reviewer saw (and tagged in MLflow); if a study changed
-    the threshold since, nothing is recorded (InputError). ``date``: the one the tags carry."""
+    the threshold since, nothing is recorded (InputError). ``date``: the one the tags carry.
+    ``group``: decide on that group's threshold rather than the overall one."""
     if decision not in DECISIONS:
         raise InputError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     path = Path(path)
     with FileLock(str(path) + ".lock"):
         doc = load_document(path)
-        if codec not in (doc.get("codecs") or {}):
-            raise InputError(f"{path}: no codec {codec!r}; expected one of {', '.join(doc.get('codecs') or {})}")
-        current = fingerprint(doc, codec)
+        view = scope(doc, group, path=path)
+        if codec not in (view.get("codecs") or {}):
+            raise InputError(f"{path}: no codec {codec!r}{f' in group {group!r}' if group else ''}; expected one "
+                             f"of {', '.join(view.get('codecs') or {})}")
+        current = fingerprint(view, codec)
         if expected_fingerprint is not None and current != expected_fingerprint:
             raise InputError(f"{path}: the threshold of {codec!r} changed while it was being reviewed (a study "
                              f"updated it); review it again")
-        reviews = dict(doc.get("reviews") or {})
+        reviews = dict(view.get("reviews") or {})
         reviews[codec] = {
             "decision": decision, "reviewer": reviewer, "authenticated": authenticated, "note": note,
             "date": date or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "fingerprint": current, "mlflow_runs": runs,
         }
-        doc["reviews"] = reviews
+        if group is None:
+            doc["reviews"] = reviews
+        else:
+            doc["group_reviews"] = {**(doc.get("group_reviews") or {}), group: reviews}
         with_statuses(doc)
-        atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
-    return review_status(doc, codec)
+        atomic_write_text(path, dump_yaml(doc))
+    return review_status(scope(doc, group), codec)
 
 
 def load_document(path: Path) -> dict[str, Any]:
@@ -130,7 +160,7 @@ def load_document(path: Path) -> dict[str, Any]:
     path = Path(path)
     try:
         # libyaml's loader where present: files of several datasets load ~10x faster
-        doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        doc = load_yaml(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such thresholds file; expected <runs>/thresholds/<technique>.yaml, <runs> = ./runs or $LOSSBOUND_HOME") from None
     except (OSError, yaml.YAMLError) as exc:

@@ -19,19 +19,20 @@ in other languages, and the chain's pre-transform and bound kind (codec protocol
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 from filelock import FileLock
 
 from lossbound.codecs import CODECS, CodecSetting, filter_from_config
 from lossbound.core.errors import ConfigError
-from lossbound.core.files import atomic_write_text
+from lossbound.core.files import atomic_write_text, dump_yaml, load_yaml
 from lossbound.core.types import PointResult
 from lossbound.criteria.tolerance import Tolerances
 from lossbound.search import Search, non_monotonic
@@ -244,7 +245,7 @@ def resolve_dataset_name(path: Path | None, *, name: str, given: bool, sha256: s
         return name
     try:
         with FileLock(str(path) + ".lock"):
-            datasets = (yaml.safe_load(Path(path).read_text()) or {}).get("datasets") or {}
+            datasets = (load_yaml(Path(path).read_text()) or {}).get("datasets") or {}
     except (OSError, yaml.YAMLError):
         return name
     for k in range(1, 10_000):
@@ -272,13 +273,13 @@ def spec_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -
 
 
 def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: Mapping[str, Any] | None = None,
-                     spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     spec: Mapping[str, Any] | None = None, codecs: Iterable[str] = ()) -> dict[str, Any]:
     """Per codec, the least lossy threshold over the datasets measured under the same verdict
     ``spec`` (tolerances, noise reference, pipeline; the limiting dataset named); a dataset
     where nothing passed makes it None. The others are listed under ``excluded_datasets``
     with what differs (never dropped silently). Without a spec, the tolerances decide."""
     combined: dict[str, Any] = {}
-    names = sorted({c for d in datasets.values() for c in (d.get("codecs") or {})})
+    names = sorted({c for d in datasets.values() for c in (d.get("codecs") or {})} | set(codecs))
     for codec in names:
         per: dict[str, Any] = {}
         excluded: dict[str, str] = {}
@@ -309,6 +310,7 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
             limiting = pick(per, key=lambda n: per[n]["bound"])
             e = per[limiting]
             out = {"bound": e["bound"], "limiting_dataset": limiting, "codec": e.get("codec"), "mode": e.get("mode"),
+                   "larger_means_more_loss": grows,
                    **{k: e.get(k) for k in ("hdf5plugin", "filter_id", "cd_values", "chunks", "input_dtype",
                                             "chunks_setting", "detector_dtype", "transform", "transform_params",
                                             "bound_kind", "compression_ratio", "feasibility", "bound_range",
@@ -324,6 +326,91 @@ def combine_datasets(datasets: Mapping[str, Mapping[str, Any]], *, tolerances: M
     return combined
 
 
+UNGROUPED = "ungrouped"
+
+
+def dataset_group(entry: Mapping[str, Any]) -> str | None:
+    """The group (sample type) a dataset entry declares, or None."""
+    group = (entry.get("dataset") or {}).get("group")
+    return None if group in (None, "") else str(group)
+
+
+def _reference_spec(datasets: Mapping[str, Mapping[str, Any]], newest: str | None) -> dict[str, Any]:
+    """What a combination is judged under: the verdict spec (else the tolerances) of the
+    dataset just written when it is among ``datasets``, else of the most recently measured."""
+    name = newest if newest in datasets else max(datasets, key=lambda n: (str(datasets[n].get("date") or ""), n))
+    ref = datasets[name]
+    if "verdict_spec" in ref:
+        return {"spec": plain(ref["verdict_spec"])}
+    return {"tolerances": plain(ref.get("tolerances"))}
+
+
+def combine_all(datasets: Mapping[str, Mapping[str, Any]], *, newest: str | None = None) -> dict[str, Any]:
+    """The thresholds file's combinations: ``codecs`` and, when any dataset declares a group
+    (sample type), ``groups``.
+
+    Without groups, ``codecs`` combines the datasets measured under the verdict spec of
+    ``newest`` (:func:`combine_datasets`). With groups, each group combines its own datasets
+    under its own spec (``groups.<g>.codecs``; datasets without a group form ``ungrouped``),
+    and ``codecs`` is the least lossy of the groups' bounds (:func:`combine_groups`): each
+    group's bound holds under its group's criteria, so their minimum holds for every group.
+    """
+    if not datasets:
+        return {"codecs": {}}
+    members: dict[str, dict[str, Any]] = defaultdict(dict)
+    for name, d in datasets.items():
+        members[dataset_group(d) or UNGROUPED][name] = d
+    if set(members) == {UNGROUPED}:
+        return {"codecs": combine_datasets(datasets, **_reference_spec(datasets, newest))}
+    every = {c for d in datasets.values() for c in (*(d.get("codecs") or {}), *(d.get("codecs_not_applicable") or {}))}
+    groups = {g: {"datasets": sorted(sub),
+                  "codecs": combine_datasets(sub, codecs=every, **_reference_spec(sub, newest))}
+              for g, sub in sorted(members.items())}
+    return {"codecs": combine_groups(groups), "groups": groups}
+
+
+def combine_groups(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per codec, the least lossy of the groups' combined bounds: the limiting group's entry
+    with ``limiting_group`` and its ``limiting_dataset``; a group where nothing passed makes it
+    None, as does a group with no dataset it applies to (``missing_groups``: a codec that cannot
+    serve every group is no configuration for all of them). ``per_group`` lists every group's
+    bound, ``per_dataset`` and ``excluded_datasets`` gather the groups' (so a reviewer's
+    fingerprint covers every contributing dataset)."""
+    out: dict[str, Any] = {}
+    names = sorted({c for g in groups.values() for c in g.get("codecs") or {}})
+    for codec in names:
+        per = {g: v["codecs"][codec] for g, v in groups.items() if codec in (v.get("codecs") or {})}
+        measured = {g: e for g, e in per.items() if e.get("per_dataset")}
+        per_dataset = {n: x for e in per.values() for n, x in (e.get("per_dataset") or {}).items()}
+        excluded = {n: f"{g}: {why}" for g, e in per.items() for n, why in (e.get("excluded_datasets") or {}).items()}
+        missing = sorted(set(groups) - set(measured))
+        if not measured:
+            out[codec] = {"bound": None, "limiting_group": None, "limiting_dataset": None}
+        elif missing:
+            out[codec] = {"bound": None, "limiting_group": missing[0], "limiting_dataset": None,
+                          "none_passed": f"not measured on group(s) {', '.join(missing)} (not applicable, or measured "
+                                         f"under another verdict spec only)"}
+        elif none := [g for g, e in measured.items() if e.get("bound") is None]:
+            out[codec] = {"bound": None, "limiting_group": none[0],
+                          "limiting_dataset": measured[none[0]].get("limiting_dataset")}
+        else:
+            grows = next(iter(measured.values())).get("larger_means_more_loss", True)
+            pick = min if grows else max
+            limiting = pick(measured, key=lambda g: measured[g]["bound"])
+            out[codec] = {**{k: v for k, v in measured[limiting].items() if k not in ("per_dataset", "review",
+                                                                                         "excluded_datasets")},
+                          "limiting_group": limiting,
+                          "confirmed": all(bool(e.get("confirmed")) for e in measured.values())}
+        out[codec]["per_group"] = {g: {"bound": e.get("bound"), "limiting_dataset": e.get("limiting_dataset"),
+                                       "confirmed": e.get("confirmed")} for g, e in per.items()}
+        out[codec]["per_dataset"] = per_dataset
+        if missing:
+            out[codec]["missing_groups"] = missing
+        if excluded:
+            out[codec]["excluded_datasets"] = excluded
+    return out
+
+
 def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None) -> dict[str, Any] | None:
     """Cores needed to compress at each rate (GB/s, 1e9 bytes) with one core's measured
     throughput (MB/s of detector bytes, 1e6): ``{compress_mbps_single_core, cores_for_<rate>}``."""
@@ -335,6 +422,23 @@ def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None) 
     return out
 
 
+@contextlib.contextmanager
+def _editing(path: Path) -> Iterator[dict[str, Any]]:
+    """The thresholds file's document, to change in place, under its file lock (parallel jobs
+    merge rather than overwrite each other); written back atomically when the block ends."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        doc: dict[str, Any] = {}
+        if path.exists():
+            try:
+                doc = load_yaml(path.read_text()) or {}
+            except (OSError, yaml.YAMLError) as exc:
+                log.warning("thresholds file %s unreadable (%s); starting it anew", path, exc)
+        yield doc
+        atomic_write_text(path, dump_yaml(doc))
+
+
 def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: Mapping[str, Any],
                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Put one dataset's entry into the thresholds file (others kept), recombine, write.
@@ -344,17 +448,13 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
     of something that has changed since is shown *stale*). ``extra``: top-level keys of the
     technique (``needed_ratio``, ``acquisition`` rates), replaced by the newest study.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        doc: dict[str, Any] = {}
-        if path.exists():
-            try:
-                doc = yaml.safe_load(path.read_text()) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                log.warning("thresholds file %s unreadable (%s); starting it anew", path, exc)
+    with _editing(path) as doc:
         datasets = dict(doc.get("datasets") or {})
         old = datasets.get(dataset_name)
+        if old and (old.get("campaign") or {}).get("file") != (entry.get("campaign") or {}).get("file"):
+            log.warning("dataset %s was measured before from %s; its entry is replaced by this one from %s",
+                        dataset_name, (old.get("campaign") or {}).get("file") or "a study",
+                        (entry.get("campaign") or {}).get("file") or "a study")
         if old and (old.get("dataset") or {}).get("sha256") != entry["dataset"]["sha256"]:
             log.warning("dataset %s changed content (sha256 %s -> %s): its thresholds are replaced",
                         dataset_name, str(old["dataset"].get("sha256"))[:12], entry["dataset"]["sha256"][:12])
@@ -365,18 +465,40 @@ def update_thresholds(path: Path, *, technique: str, dataset_name: str, entry: M
             "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **{k: doc[k] for k in ("needed_ratio", "acquisition") if k in doc},
             **plain(dict(extra or {})),
-            "codecs": combine_datasets(datasets, tolerances=plain(entry["tolerances"]),
-                                       spec=plain(entry["verdict_spec"]) if "verdict_spec" in entry else None),
+            **combine_all(datasets, newest=dataset_name),
             "datasets": datasets,
             "reviews": dict(doc.get("reviews") or {}),
         }
+        if "groups" in out:
+            out["group_reviews"] = {g: r for g, r in (doc.get("group_reviews") or {}).items() if g in out["groups"]}
+        # a dataset that failed before and has now been measured is no longer failed
+        if failed := {n: f for n, f in (doc.get("failed_datasets") or {}).items() if n != dataset_name}:
+            out["failed_datasets"] = failed
         out = with_statuses(plain(out))
-        atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
+        doc.clear()
+        doc.update(out)
     return out
 
 
+def record_failure(path: Path, *, technique: str, dataset_name: str, reason: str,
+                   group: str | None = None, source: str | None = None) -> None:
+    """Note in the thresholds file (``failed_datasets``) that a dataset of a campaign could not
+    be measured, and why (a refused quality gate, a bad file, a crash): the report lists it
+    with the excluded datasets. Its thresholds, if an earlier study left some, stay."""
+    with _editing(path) as doc:
+        doc.setdefault("technique", technique)
+        doc.setdefault("codecs", {})
+        doc.setdefault("datasets", {})
+        failed = dict(doc.get("failed_datasets") or {})
+        failed[dataset_name] = {"reason": reason, "group": group, "source": source,
+                                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        doc["failed_datasets"] = plain(failed)
+        # its earlier thresholds stay, but the campaign must not count it as done
+        (doc["datasets"].get(dataset_name) or {}).pop("campaign", None)
+
+
 def load_thresholds(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
+    return load_yaml(Path(path).read_text())
 
 
 def setting_for(entry: Mapping[str, Any]) -> CodecSetting:

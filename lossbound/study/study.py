@@ -158,6 +158,7 @@ class Study:
         self.needed_ratio = _positive_number(tcfg.get("needed_ratio", 10.0), "technique.needed_ratio")
         gate_settings(TECHNIQUES.get(tcfg["name"]).gate_defaults, tcfg.get("gates"), technique=tcfg["name"])
         self.gates = GateReport({}, [], 0.0)
+        self.merge_seconds = 0.0
         self.figures = str((cfg.get("tracking") or {}).get("figures", "thresholds"))
         if self.figures not in FIGURE_POLICIES:
             raise ConfigError(f"tracking.figures must be one of {', '.join(FIGURE_POLICIES)}, got {self.figures!r}")
@@ -240,6 +241,8 @@ class Study:
                 "raw_seconds": ctx.raw_seconds, "n_points": len(points), "n_evaluated": len(points) - reused,
                 "n_reused": reused, "n_failed_points": sum(p.status != "ok" for p in points),
                 "n_passed_points": sum(p.passed for p in points), "wall_seconds": wall, "work_seconds": work,
+                # what a shared tracking server and thresholds file cost (a campaign's scale)
+                "tracking_seconds": study_log.seconds, "thresholds_merge_seconds": self.merge_seconds,
             })
         except BaseException as exc:
             study_log.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -272,17 +275,23 @@ class Study:
         path = doc = None
         if self.thresholds_dir is not None:
             path = self.thresholds_dir / f"{self.tname}.yaml"
+            declared = {k: self.spec.dataset[k] for k in ("group", "notes") if self.spec.dataset.get(k) is not None}
             entry = dataset_entry(
-                dataset={"name": data.name, "source": data.source, "sha256": data.checksum},
+                dataset={"name": data.name, "source": data.source, "sha256": data.checksum, **declared},
                 pipeline=ctx.technique.describe(), tolerances=ctx.tolerances,
                 noise={**ctx.noise_settings.describe(), "mode": ctx.noise_settings.mode,
                        "used": ctx.noise.available},
                 noise_summary=self.noise, versions=versions, run_id=study_log.run_id, tracking_uri=study_log.uri,
                 context=ctx.key, ideal=ctx.raw_metrics, gates=self.gates.records, codecs=codecs,
                 baselines=baselines, skipped=self.skipped, extras=ctx.technique.report_extras(ctx.prepared))
+            if (campaign := self.cfg.get("campaign") or {}).get("entry"):
+                # what `lossbound campaign run` checks to skip a dataset already done
+                entry["campaign"] = {k: campaign.get(k) for k in ("file", "entry", "entry_key", "run_key")}
+            t0 = time.perf_counter()
             doc = update_thresholds(path, technique=self.tname, dataset_name=data.name, entry=entry, extra={
                 "needed_ratio": self.needed_ratio,
                 "acquisition": {f"{k}_gbps": v for k, v in self.rates.items()}})
+            self.merge_seconds = time.perf_counter() - t0
             study_log.file(path)
         return list(recorded.values()), codecs, baselines, path, doc
 

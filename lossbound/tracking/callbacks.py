@@ -41,8 +41,56 @@ def multirun_parent(sweep_dir: str | Path, label: str) -> Callable[[Any], str]:
     return parent
 
 
+class _SacctNotes(logging.Filter):
+    """submitit asks ``sacct`` for job states every few seconds; on a cluster without SLURM
+    accounting each call fails with a warning. Say it once (the states then come from each
+    job's result file, and ``lossbound campaign run`` reports a job lost without one), then
+    drop the repeats."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if not _SacctNotes.said:
+            _SacctNotes.said = True
+            log.info("SLURM accounting is off here (sacct fails): job states come from the jobs' result files")
+        return False
+
+
+def quiet_sacct() -> None:
+    """Handle submitit's accounting warnings (:class:`_SacctNotes`) and keep ``sacct``'s own
+    complaint ("Slurm accounting storage is disabled") off the terminal: submitit runs it with
+    the terminal's stderr, so its command is wrapped to discard stderr (stdout, the states, is
+    unchanged; where accounting works nothing else changes)."""
+    try:
+        from submitit.slurm import slurm as submitit_slurm
+    except ImportError:
+        return
+    logging.getLogger("submitit").addFilter(_SacctNotes())
+    watcher = submitit_slurm.SlurmInfoWatcher
+    if getattr(watcher, "_lossbound_quiet", False):
+        return
+    make = watcher._make_command
+
+    def _make_command(self):
+        command = make(self)
+        return None if command is None else ["sh", "-c", 'exec "$@" 2>/dev/null', "sacct", *command]
+
+    watcher._make_command = _make_command
+    watcher._lossbound_quiet = True
+
+
 class StudyCallbacks(Callback):
     """Closes the multirun's MLflow parent runs and prints the merged thresholds."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            target = str(config.hydra.launcher.get("_target_", "")).lower()
+        except Exception:  # noqa: BLE001 - no launcher config: nothing to quieten
+            return
+        if "submitit" in target and "slurm" in target:
+            quiet_sacct()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -72,5 +120,6 @@ class StudyCallbacks(Callback):
         doc = load_thresholds(thresholds)
         lines = [f"multirun thresholds in {thresholds} (across datasets):"]
         for name, e in (doc.get("codecs") or {}).items():
-            lines.append(f"  {name:<12} {e.get('mode')}={e.get('bound')}  limiting dataset {e.get('limiting_dataset')}")
+            group = f" (group {e['limiting_group']})" if e.get("limiting_group") else ""
+            lines.append(f"  {name:<12} bound {e.get('bound')}  limiting dataset {e.get('limiting_dataset')}{group}")
         log.info("\n".join(lines))

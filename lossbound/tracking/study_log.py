@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from lossbound.core.types import PointResult
-from lossbound.tracking.tracker import NullTracker, Tracker, make_tracker
+from lossbound.tracking.tracker import NullTracker, Tracker, client_seconds, make_tracker
 
 __all__ = ["StudyLog", "codec_metrics"]
 
@@ -44,6 +44,7 @@ class StudyLog:
 
     def __init__(self, tracking: Mapping[str, Any], *, technique: str, dataset: str, context: str,
                  stem: str) -> None:
+        self._t0 = client_seconds()
         self.tracker: Tracker | NullTracker = make_tracker(tracking)
         self.tracker.close_stale()
         self.technique, self.dataset, self.context, self.stem = technique, dataset, context, stem
@@ -107,6 +108,11 @@ class StudyLog:
 
     def metrics(self, values: Mapping[str, Any]) -> None:
         self.tracker.log(self.run_id, metrics=values)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds this study has spent in the tracking store so far."""
+        return client_seconds() - self._t0
 
     def artifact(self, data: bytes | str | None, name: str, *, run_id: str | None = None) -> None:
         self.tracker.log_bytes(run_id or self.run_id, data, name)

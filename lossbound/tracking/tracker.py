@@ -41,18 +41,23 @@ _PARAM_MAX = 6000  # MLflow's limit on a param value
 TAG_MAX = 5000
 FIGURE_POLICIES = ("none", "thresholds", "failures", "all")
 
-__all__ = ["FIGURE_POLICIES", "NullTracker", "TAG_MAX", "Tracker", "TrackingError", "make_tracker", "retry",
+__all__ = ["FIGURE_POLICIES", "NullTracker", "TAG_MAX", "Tracker", "TrackingError", "client_seconds", "make_tracker",
+           "retry",
            "runs_link", "standard_tags"]
 
 
 @functools.lru_cache(maxsize=1)
 def standard_tags() -> dict[str, str]:
     """MLflow's standard run tags that apply (user, source, git commit of a checkout) and the
-    LossBound version."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        user = os.environ.get("USER", "unknown")
+    LossBound version. The user is the tracking server's login where there is one
+    (``MLFLOW_TRACKING_USERNAME``: on a shared server, jobs run by a service account on a
+    cluster still name who ran them), else the operating-system user."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (some containers)
+            user = os.environ.get("USER", "unknown")
     tags = {"mlflow.user": user, "mlflow.source.type": "LOCAL",
             "mlflow.source.name": Path(sys.argv[0]).name or "lossbound", "lossbound.version": __version__}
     root = checkout_root()
@@ -78,9 +83,26 @@ def split_finite(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str
     return finite, other
 
 
+_CLIENT_SECONDS = [0.0]
+
+
+def client_seconds() -> float:
+    """Seconds this process has spent in MLflow client calls (:func:`retry`), retries included:
+    what the tracking store costs a study."""
+    return _CLIENT_SECONDS[0]
+
+
 def retry(fn: Callable[..., T], *args: Any, tries: int = 8, also: tuple[str, ...] = (), **kwargs: Any) -> T:
     """Call an MLflow client method, retrying transient store errors (sqlite locks, 5xx, and
     the error texts in ``also``)."""
+    t0 = time.perf_counter()
+    try:
+        return _retry(fn, *args, tries=tries, also=also, **kwargs)
+    finally:
+        _CLIENT_SECONDS[0] += time.perf_counter() - t0
+
+
+def _retry(fn: Callable[..., T], *args: Any, tries: int, also: tuple[str, ...], **kwargs: Any) -> T:
     from mlflow.exceptions import MlflowException
 
     delay = 0.1
