@@ -524,7 +524,8 @@ def _e2e_jobs(run: Run) -> list[tuple[str, str | None, list[str]]]:
     """(technique, shared dataset or None, extra overrides) of the whole set."""
     if run.smoke:
         return [("tomo", None, [*run.tiny(), "codec=[sz3]", "search=grid", "sweep.bounds=[4,64]"])]
-    shared = {"tomo": ["tooth"], "azint": ["ceo2_pilatus", "agbh_saxs", "eiger_vacuum"], "sx": ["thaumatin"]}
+    shared = {"tomo": ["tooth"], "azint": ["ceo2_pilatus", "agbh_saxs", "eiger_vacuum"], "sx": ["thaumatin"],
+              "ptycho": ["siemens_star"]}
     jobs: list[tuple[str, str | None, list[str]]] = [(t, None, []) for t in shared]
     jobs += [(t, d, []) for t, names in shared.items() for d in names]
     return jobs
