@@ -147,7 +147,7 @@ def test_a_dataset_that_cannot_be_measured_is_recorded_failed_and_the_others_go_
     (lambda d: d["datasets"][0].update(path="*.nothing"), "matches no file"),
     (lambda d: d["datasets"][0].pop("group"), "datasets[0] 'a': group None"),
     (lambda d: d["datasets"][0].update(name="a,b"), "name 'a,b'"),
-    (lambda d: d.update(technique="ptychox"), "technique 'ptychox'; expected one of azint, sx, tomo"),
+    (lambda d: d.update(technique="ptychox"), "technique 'ptychox'; expected one of azint, ptycho, sx, tomo"),
     (lambda d: d["datasets"][0].update(poni="missing.poni"), "poni"),
     (lambda d: d["datasets"][0].update(group="a.b"), "group 'a.b'"),
     (lambda d: d["datasets"][0].update(group="ungrouped"), "not 'ungrouped'"),
