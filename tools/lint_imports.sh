@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The import walls of pyproject.toml ([tool.importlinter]) checked on the package as installed:
-# pipelines/, evaluators/ and conf/ live at the repository root and map into lossbound.*, which
-# import-linter can only see in an installed (non-editable) copy. Usage: tools/lint_imports.sh
+# pipelines/, evaluators/ and conf/ live at the repository root and map into lossbound.*; a plain
+# `lint-imports` in a checkout sees them through the links lossbound/pipelines and
+# lossbound/evaluators, and this script checks the package as a wheel installs it. Usage: tools/lint_imports.sh
 # (DRAW=1 also redraws docs/imports.png).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
