@@ -41,8 +41,9 @@ def available() -> str | None:
 
 @dataclasses.dataclass
 class Reconstruction:
-    """One reconstruction: the object (complex, cropped to the scanned field), the probe, the
-    loss per iteration, and where the object's pixel (0, 0) sits in scan coordinates."""
+    """One reconstruction: the object (complex, the scanned field plus the padding), the probe,
+    the loss per iteration, where the object's pixel (0, 0) sits in scan coordinates, the
+    summed probe intensity over the object, and optionally the model's patterns."""
 
     obj: np.ndarray
     probe: np.ndarray
@@ -66,6 +67,7 @@ def _one_thread() -> Iterator[None]:
 
 def _dataset(patterns: np.ndarray, valid: np.ndarray, positions: np.ndarray):
     import cdtools
+    import torch
 
     n = patterns.shape[-1]
     distance = _DX * n * _DET_PIXEL / _WAVELENGTH
@@ -74,8 +76,6 @@ def _dataset(patterns: np.ndarray, valid: np.ndarray, positions: np.ndarray):
     # in object pixels is the translation (-col, -row) * dx
     tr[:, 0] = -positions[:, 1] * _DX
     tr[:, 1] = -positions[:, 0] * _DX
-    import torch
-
     return cdtools.datasets.Ptycho2DDataset(
         tr, np.ascontiguousarray(patterns, dtype=np.float32), wavelength=_WAVELENGTH,
         detector_geometry={"distance": distance, "basis": np.array([[0, -_DET_PIXEL], [-_DET_PIXEL, 0], [0, 0]])},

@@ -121,7 +121,8 @@ def select_positions(positions: np.ndarray, limit: int | None) -> np.ndarray:
 
 def load_scan(path: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Patterns (n, N, N), valid-pixel mask (N, N), positions (n, 2: row, col, object pixels),
-    the initial probe or None, and what was read, checked against each other (one-line
+    the initial probe or None, the indices of the kept positions in the file, and what was
+    read, checked against each other (one-line
     ``InputError`` naming the file otherwise). ``cfg``: ``max_positions``, ``fftshift``
     (auto | true | false: move zero frequency from the corner to the centre), ``count_cutoff``."""
     if not path.exists():
@@ -172,4 +173,5 @@ def load_scan(path: Path, cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"{path}: every detector pixel is masked")
     pos = pos - pos.min(axis=0)   # the scan's corner at the origin
     return {"patterns": data, "valid": ~masked, "positions": pos, "probe": probe, "layout": scan["layout"],
-            "geometry": scan["geometry"], "fftshift": shifted, "positions_used": int(len(keep)), "positions_in_file": int(scan["positions"].shape[0])}
+            "geometry": scan["geometry"], "fftshift": shifted, "indices": keep, "positions_used": int(len(keep)),
+            "positions_in_file": int(scan["positions"].shape[0])}
