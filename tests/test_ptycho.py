@@ -119,6 +119,8 @@ def test_cxi_without_positions_or_geometry_is_one_line(tmp_path):
         io.load_scan(path, {})
     with pytest.raises(ConfigError, match="unknown key"):
         PtychoTechnique({}).load({"path": str(path), "ponii": 1})
+    with pytest.raises(InputError, match="missing .*energy"):   # dataset=file's unset keys are ignored
+        PtychoTechnique({}).load({"path": str(path), "poni": None, "cell": None})
     with pytest.raises(ConfigError, match="iterations must be a positive integer"):
         PtychoTechnique({"iterations": 0})
 

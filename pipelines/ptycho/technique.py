@@ -94,8 +94,10 @@ class PtychoTechnique(Technique):
         cfg = dict(dataset_config)
         if not cfg.get("path"):
             raise ConfigError("ptycho dataset: 'path' is required (the scan: CXI/HDF5 or npz)")
-        unknown = sorted(set(cfg) - {"path", "name", "max_positions", "fftshift", "count_cutoff", "simulation",
-                                     "generate_at", "group", "notes"})
+        # dataset=file carries every technique's keys, unset (null, false or auto): only a set one
+        # is refused
+        unknown = sorted(k for k, v in cfg.items() if v not in (None, False, "auto") and k not in {
+            "path", "name", "max_positions", "fftshift", "count_cutoff", "simulation", "generate_at", "group", "notes"})
         if unknown:
             raise ConfigError(f"ptycho dataset: unknown key(s) {', '.join(unknown)}; expected path, name, "
                               f"max_positions, fftshift, count_cutoff (simulation, generate_at for sim_ptycho)")
@@ -244,5 +246,5 @@ def _truth_arrays(path: Path, scan: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: simulated scan without its /truth ({exc})") from None
     if len(pos) != scan["positions_in_file"]:
         raise InputError(f"{path}: /truth/positions has {len(pos)} entries for {scan['positions_in_file']} patterns")
-    keep = io.select_positions(pos, None if scan["positions_used"] == len(pos) else scan["positions_used"])
-    return {"truth_object": obj.astype(np.complex64), "truth_offset": pos[keep].min(axis=0).astype(np.float64)}
+    return {"truth_object": obj.astype(np.complex64),
+            "truth_offset": pos[scan["indices"]].min(axis=0).astype(np.float64)}
