@@ -123,6 +123,8 @@ def test_cxi_without_positions_or_geometry_is_one_line(tmp_path):
         PtychoTechnique({}).load({"path": str(path), "poni": None, "cell": None})
     with pytest.raises(ConfigError, match="iterations must be a positive integer"):
         PtychoTechnique({"iterations": 0})
+    with pytest.raises(ConfigError, match="stages must be a list"):
+        PtychoTechnique({"stages": [["thirty", 0.1, 100]]})
 
 
 def test_alignment_removes_offset_ramp_and_scale():

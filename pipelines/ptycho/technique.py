@@ -67,9 +67,13 @@ class PtychoTechnique(Technique):
         if not (isinstance(merged["lr"], (int, float)) and 0 < merged["lr"] <= 1):
             raise ConfigError(f"ptycho pipeline: lr must be in (0, 1], got {merged['lr']!r}")
         stages = merged["stages"]
-        if not isinstance(stages, (list, tuple)) or not all(
+        try:
+            ok = isinstance(stages, (list, tuple)) and all(
                 isinstance(x, (list, tuple)) and len(x) == 3 and int(x[0]) >= 1 and 0 < float(x[1]) <= 1
-                and int(x[2]) >= 1 for x in stages):
+                and int(x[2]) >= 1 for x in stages)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ConfigError(f"ptycho pipeline: stages must be a list of [iterations, lr factor in (0, 1], batch size], "
                               f"got {stages!r}")
         merged["stages"] = [[int(a), float(b), int(c)] for a, b, c in stages]
