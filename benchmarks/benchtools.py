@@ -5,7 +5,6 @@ Not a test module: timings depend on the machine and its load.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -81,29 +80,11 @@ def best_time(fn: Callable[[], Any], repeats: int) -> float:
     return min(seconds(fn)[1] for _ in range(max(1, repeats)))
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One thread for everything a codec may parallelise, restored afterwards.
+def single_thread():
+    """One thread for everything a codec may parallelise (:func:`lossbound.codecs.timing.single_thread`)."""
+    from lossbound.codecs.timing import single_thread as _single_thread
 
-    hdf5plugin's Blosc and Blosc2 filters compress with one thread unless ``BLOSC_NTHREADS``
-    says otherwise (c-blosc2 reads it in ``blosc2_create_cctx``/``_dctx`` for every chunk, c-blosc
-    in ``blosc_compress``), so it is set to 1 here; the wheel's filters are built without
-    OpenMP (``hdf5plugin.get_config().build_config.openmp``), and threadpoolctl pins the BLAS
-    and OpenMP pools numpy, scipy and pyFAI loaded.
-    """
-    from threadpoolctl import threadpool_limits
-
-    saved = {k: os.environ.get(k) for k in ("BLOSC_NTHREADS", "OMP_NUM_THREADS")}
-    os.environ.update(BLOSC_NTHREADS="1", OMP_NUM_THREADS="1")
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return _single_thread()
 
 
 # -- the project's config ------------------------------------------------------------------------

@@ -16,6 +16,8 @@ pipelines    pyFAI integrate1d bare vs the azint pipeline; FBP slices/s bare vs 
 search       bisection vs a sqrt(2) grid: evaluations, wall time, same answer
 scaling      cost of one point against 1x, 2x, 4x the projections; 1 vs 2 workers
 feasibility  single-core compress throughput per thresholds-file setting, cores for 16 GB/s
+acquisition  one quiet core: the quantiser and sparsification transforms (targets 2 GB/s, 300 MB/s), every codec
+             chain compress + decompress MB/s and cores for 16 GB/s, the bare lossless filters, pyFAI's CPU sparsify
 e2e          python -m evaluate technique=<t> per technique and the whole set (target <= 15 min)
 campaign     lossbound campaign run of 10, 20, 40 tiny datasets into a tracking server: points/s, tracking
              time per point, thresholds merge and report time as the campaign grows (--only campaign)
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import glob
 import io
 import json
@@ -519,6 +522,178 @@ def section_feasibility(run: Run) -> Section:
     return sec
 
 
+# -- 6b. acquisition -------------------------------------------------------------------------------
+QUANT_TARGET_MBPS = 2000.0
+CHAIN_FRAMES = 4  # frames per timed chain write (the sparsification: one model block)
+SPARSIFY_TARGET_MBPS = 300.0
+# every codec family at a representative setting (the thresholds' values vary by dataset)
+ACQ_CHAINS = [("quant_bslz4", "step_sigma", 1.0, None), ("quant_zstd", "step_sigma", 1.0, None),
+              ("quant_blosc2", "step_sigma", 1.0, None), ("sparsify_m2", "k_sigma", 3.0, None),
+              ("sz3", "absolute", 1.0, None), ("sz", "absolute", 1.0, None), ("zfp", "absolute", 1.0, "float32"),
+              ("sperr", "absolute", 1.0, "float32"),
+              ("bitshuffle_lz4", None, None, None), ("zstd", None, None, None), ("blosc2", None, None, None)]
+
+
+def _acquisition_frames(run: Run) -> list[dict[str, Any]]:
+    """The two detector frames of the issue, with their masks and geometries: a 4 Mpx uint32
+    powder frame (Eiger 4M, CeO2; gaps 0xFFFFFFFF) and 6 Mpx int32 serial-crystallography
+    stills (Pilatus 6M; gaps -1, bad pixels -2), both from LossBound's simulations."""
+    from lossbound.codecs.specs import CODECS
+    from lossbound.pipelines.azint.simulate import simulate_powder
+    from lossbound.pipelines.sx.simulate import simulate_stills
+
+    model_every = int(CODECS.get("sparsify_m2").transform_kwargs["model_every"])
+    if run.smoke:
+        powder, ai_p = simulate_powder(detector="Pilatus300k", poni_px=[240.0, 300.0], distance_mm=120.0)
+        stills, ai_s, _ = simulate_stills(n_frames=2, misses=[1], detector="Pilatus300k", beam_px=[240.0, 300.0],
+                                          distance_mm=120.0)
+    else:
+        powder, ai_p = simulate_powder(detector="Eiger4M", poni_px=[1100.0, 1000.0], distance_mm=150.0)
+        stills, ai_s, _ = simulate_stills(n_frames=2, misses=[], detector="Pilatus6M", beam_px=[1231.0, 1263.0],
+                                          distance_mm=200.0)
+    frame = powder[0]
+    ok = (frame >= 0) & (frame < 1_000_000)
+    frame_u32 = np.where(ok, frame, 0).astype(np.uint32)
+    frame_u32[frame < 0] = np.iinfo(np.uint32).max  # the Eiger's gap sentinel
+    ok_s = (stills >= 0) & (stills < 1_000_000)
+    # one sparsification block of frames (model_every); the two simulated stills alternate
+    stack = np.ascontiguousarray(np.resize(stills, (model_every, *stills.shape[1:])))
+    ok_stack = np.resize(ok_s, stack.shape)
+    name_p = "Pilatus 300k uint32 (smoke)" if run.smoke else "Eiger 4M uint32"
+    name_s = "Pilatus 300k int32 (smoke)" if run.smoke else "Pilatus 6M int32"
+    return [
+        {"name": f"{name_p} powder, {frame.size / 1e6:.1f} Mpx", "one": frame_u32, "valid_one": ok,
+         "stack": np.ascontiguousarray(np.resize(frame_u32, (model_every, *frame.shape))),
+         "valid_stack": np.resize(ok, (model_every, *frame.shape)), "geometry": ai_p.get_config()},
+        {"name": f"{name_s} SX stills, {stills[0].size / 1e6:.1f} Mpx", "one": stills[0], "valid_one": ok_s[0],
+         "stack": stack, "valid_stack": ok_stack, "geometry": ai_s.get_config()},
+    ]
+
+
+def _pyfai_sparsify_cpu(frames: np.ndarray, valid: np.ndarray, geometry: dict[str, Any]) -> None:
+    """What pyFAI's sparsify-Bragg does per frame, on the CPU engine: sigma-clipped shell
+    statistics (``sigma_clip_ng``, CSR, cython) and the pixels above the cut picked out."""
+    from lossbound.diffraction.detector import background_model, integrator_for
+
+    ai = integrator_for(geometry, frames.shape[1:])
+    for frame, ok in zip(frames, valid):
+        bg, sigma = background_model(ai, frame, ~ok, npt=500, thres=3.0, max_iter=5)
+        picked = ok & (frame > bg + 3.0 * sigma)
+        np.flatnonzero(picked), frame[picked]  # noqa: B018 - the sparse frame pyFAI would store
+
+
+def section_acquisition(run: Run) -> Section:
+    import h5py
+
+    from lossbound.codecs import CodecCrash, CodecSetting, CodecWorker, TRANSFORMS
+    from lossbound.codecs.quantiser import quantise_counts
+    from lossbound.codecs.timing import median_seconds, time_setting
+    from lossbound.results.thresholds import feasibility
+
+    sec = Section("acquisition", "codecs at acquisition speed on one quiet core: transforms, chains, bare filters",
+                  [("frame", "frame"), ("path", "path"), ("codec", "codec"), ("setting", "setting"),
+                   ("timed", "timed"), ("compress_mbps", "compress MB/s"), ("decompress_mbps", "decompress MB/s"),
+                   ("cores_c", f"cores for {PEAK_GBPS:g} GB/s (compress)"),
+                   ("cores_d", f"cores for {PEAK_GBPS:g} GB/s (decompress)"), ("ratio", "ratio")])
+    repeats = max(5, run.repeats)
+    quant, sparse = {}, {}
+
+    def add(frame: str, path: str, codec: str, setting: str, timed: str, c: float | None, d: float | None,
+            ratio: float | None = None) -> None:
+        f = feasibility(c, {"peak": PEAK_GBPS}, decompress_mbps=d) or {}
+        sec.rows.append({"frame": frame, "path": path, "codec": codec, "setting": setting, "timed": timed,
+                         "compress_mbps": c, "decompress_mbps": d, "cores_c": f.get("cores_for_peak"),
+                         "cores_d": f.get("decompress_cores_for_peak"), "ratio": ratio})
+
+    frames = _acquisition_frames(run)
+    for fr in frames:
+        one, ok, stack, ok_stack = fr["one"], fr["valid_one"], fr["stack"], fr["valid_stack"]
+        shape_one = f"1 x {' x '.join(map(str, one.shape))} {one.dtype.name}"
+        shape_stack = f"{' x '.join(map(str, stack.shape))} {stack.dtype.name}"
+        with single_thread():
+            # the transforms alone, in memory
+            t = median_seconds(lambda: quantise_counts(one, 1.0, valid=ok), repeats)
+            quant[fr["name"]] = one.nbytes / 1e6 / t
+            add(fr["name"], "transform", "noise quantiser", "f 1, masked", shape_one, quant[fr["name"]], None)
+            sparsify = TRANSFORMS.get("bragg_sparsify")
+            params = CodecSetting("sparsify_m2", "k_sigma", 3.0).transform_params()
+            t = median_seconds(lambda: sparsify(stack, **params, valid=ok, geometry=fr["geometry"]),
+                               max(5, run.repeats_slow))
+            sparse[fr["name"]] = stack.nbytes / 1e6 / t
+            add(fr["name"], "transform", "Bragg sparsification", f"k 3, margin 2, model every {params['model_every']}",
+                shape_stack, sparse[fr["name"]], None)
+            t = median_seconds(lambda: _pyfai_sparsify_cpu(stack[:2], ok_stack[:2], fr["geometry"]), 5)
+            add(fr["name"], "pyFAI CPU", "sigma_clip_ng + pick", "3 sigma, per frame", f"2 frames of {shape_stack}",
+                stack[:2].nbytes / 1e6 / t, None)
+            # the bare lossless filters: h5py alone, the raw frame
+            for name, make in (("bitshuffle_lz4", lambda: __import__("hdf5plugin").Bitshuffle(cname="lz4")),
+                               ("zstd", lambda: __import__("hdf5plugin").Zstd()),
+                               ("blosc2", lambda: __import__("hdf5plugin").Blosc2(
+                                   cname="zstd", clevel=5, filters=__import__("hdf5plugin").Blosc2.BITSHUFFLE))):
+                state: dict[str, Any] = {}
+
+                def write() -> None:
+                    buf = io.BytesIO()
+                    with h5py.File(buf, "w") as fh:
+                        ds = fh.create_dataset("d", data=one[None], chunks=(1, *one.shape), **make())
+                        state["stored"] = int(ds.id.get_storage_size())
+                    state["bytes"] = buf.getvalue()
+
+                def read() -> None:
+                    with h5py.File(io.BytesIO(state["bytes"]), "r") as fh:
+                        fh["d"][()]
+
+                tc = median_seconds(write, repeats)
+                td = median_seconds(read, repeats)
+                add(fr["name"], "bare filter", name, "h5py, raw frame", shape_one, one.nbytes / 1e6 / tc,
+                    one.nbytes / 1e6 / td, one.nbytes / state["stored"])
+        # every chain through LossBound's write/read, in the codec worker (a codec that dies or
+        # crawls fails its row)
+        # the detector mask is one frame's, written once per stack as a detector file holds it
+        chain_frames = np.ascontiguousarray(stack[:CHAIN_FRAMES])
+        with CodecWorker(timeout=120 if run.smoke else 900) as worker:
+            for codec, mode, value, dtype in ACQ_CHAINS:
+                setting = CodecSetting(codec, mode, value, input_dtype=dtype)
+                block = int(setting.transform_params().get("model_every", 1) or 1)
+                data = stack if block > 1 else chain_frames
+                label = setting.label
+                try:
+                    setting.validate(data.dtype, has_geometry=True)
+                    rec = worker.call(functools.partial(time_setting, data, setting, valid=fr["valid_one"],
+                                                        geometry=fr["geometry"], repeats=repeats, max_mb=1e9,
+                                                        min_frames=block, budget_s=None), label=label)
+                except (CodecCrash, Exception) as exc:  # noqa: BLE001 - one codec's failure is a row
+                    sec.notes.append(f"{fr['name']} {label}: {str(exc).splitlines()[0]}")
+                    continue
+                add(fr["name"], "chain (LossBound)", codec, label, rec["frames"], rec["compress_mbps"],
+                    rec["decompress_mbps"], rec["ratio"])
+    q_ok = all(v >= QUANT_TARGET_MBPS for v in quant.values())
+    s_ok = all(v >= SPARSIFY_TARGET_MBPS for v in sparse.values())
+    sec.targets.append(Target(f"quantiser transform >= {QUANT_TARGET_MBPS / 1e3:g} GB/s per core on both frames", q_ok,
+                              ", ".join(f"{k}: {v:.0f} MB/s" for k, v in quant.items())))
+    sec.targets.append(Target(f"sparsification >= {SPARSIFY_TARGET_MBPS:g} MB/s per core", s_ok,
+                              ", ".join(f"{k}: {v:.0f} MB/s" for k, v in sparse.items())))
+    sec.notes += [
+        "one thread (lossbound.codecs.timing.single_thread: BLOSC_NTHREADS=1, threadpoolctl 1), nothing else of "
+        f"the suite running; median of {repeats} after a warm-up; MB = 1e6 bytes of detector data; cores = "
+        f"ceil({PEAK_GBPS:g} GB/s / one core's MB/s).",
+        "transform: the pre-transform alone, in memory, output newly allocated (quantiser: quantise_counts with the "
+        "detector mask, one frame; sparsification: bragg_sparsify on one block of model_every frames with the "
+        "detector mask, the two simulated frames repeated).",
+        f"chain (LossBound): lossbound.codecs.timing.time_setting on {CHAIN_FRAMES} frames (the sparsification: one "
+        "block of model_every frames) with the detector mask, i.e. write_payload (masked-pixel fill, transform, "
+        "dtype, filter, HDF5 chunk write of one frame per chunk, the mask once and each frame's masked values "
+        "beside the payload) into an in-memory HDF5 file, and read_payload from a fresh handle; SZ3, SZ at 1 count "
+        "absolute, ZFP and SPERR at 1 count on float32 (their integer hazards).",
+        "bare filter: h5py create_dataset with the hdf5plugin filter on the raw frame, no mask handling, in memory.",
+        "pyFAI CPU: pyFAI's sparsify-Bragg needs OpenCL (pyFAI.app.sparsify refuses to start without it; there is no "
+        "pyFAI.ext.sparsify in this pyFAI); its per-frame work on the CPU engine is the sigma-clipped shell "
+        "statistics (sigma_clip_ng, CSR, cython) and the pick above the cut, timed here per frame. LossBound runs "
+        "that clipping once per model_every frames and refreshes each frame's level per shell in a compiled pass.",
+    ]
+    return sec
+
+
 # -- 7. e2e ---------------------------------------------------------------------------------------
 def _e2e_jobs(run: Run) -> list[tuple[str, str | None, list[str]]]:
     """(technique, shared dataset or None, extra overrides) of the whole set."""
@@ -735,7 +910,8 @@ def section_campaign(run: Run) -> Section:
 
 SECTIONS: dict[str, Callable[[Run], Section]] = {
     "overhead": section_overhead, "codec": section_codec, "pipelines": section_pipelines, "search": section_search,
-    "scaling": section_scaling, "feasibility": section_feasibility, "e2e": section_e2e, "campaign": section_campaign,
+    "scaling": section_scaling, "feasibility": section_feasibility,
+    "acquisition": section_acquisition, "e2e": section_e2e, "campaign": section_campaign,
 }
 DEFAULT_SECTIONS = [name for name in SECTIONS if name not in ("e2e", "campaign")]
 

@@ -9,7 +9,7 @@ import sys
 
 from conftest import ROOT
 
-SECTIONS = ["overhead", "codec", "pipelines", "search", "scaling", "feasibility"]  # e2e: long, not smoked
+SECTIONS = ["overhead", "codec", "pipelines", "search", "scaling", "feasibility", "acquisition"]  # e2e: long, not smoked
 
 
 def _numeric(value) -> bool:

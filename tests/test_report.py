@@ -40,11 +40,24 @@ def test_thresholds_file_carries_noise_reference_feasibility_and_needed_ratio(st
     assert dice["fixed_min"] == 0.99 and 0 < dice["noise_effect"] < 0.5
     assert entry["limits"]["seg_dice_min"]["min"] == pytest.approx(1.0 - 0.5 * dice["noise_effect"])
     assert entry["limits"]["recon_error_to_noise"] == {"min": None, "max": 0.5}   # the half-set criterion stays
+    timed = 0
     for name, e in [*entry["codecs"].items(), *entry["baselines"].items()]:
         f = e.get("feasibility")
         if e.get("compress_mbps"):
             assert f["cores_for_peak"] == -(-16000 // f["compress_mbps_single_core"]), name
             assert f["cores_for_detector"] >= 1
+            # timed again on a quiet core after the search, both directions, the method beside
+            # the numbers, the study's own figures kept and labelled
+            assert f["source"] == "quiet core", name
+            quiet = e["quiet_core"]
+            assert f["compress_mbps_single_core"] == quiet["compress_mbps"] > 0
+            assert f["decompress_mbps_single_core"] == quiet["decompress_mbps"] > 0
+            assert f["decompress_cores_for_peak"] == -(-16000 // quiet["decompress_mbps"])
+            assert quiet["repeats"] == 5 and quiet["threads"] == 1 and quiet["chunks"][0] == 1
+            assert "write_payload" in f["method"]["how"] and f["method"]["frames"] == quiet["frames"]
+            assert f["in_study"]["compress_mbps"] == e["compress_mbps"] and "other points" in f["in_study"]["note"]
+            timed += 1
+    assert timed >= 4  # the baselines and at least one threshold
     for name, e in doc["codecs"].items():
         assert e["review"]["status"] == "unreviewed", name
     # the study run logs the noise effect beside the range derived from it
@@ -124,6 +137,9 @@ def test_feasibility_and_criterion_use():
     assert feasibility(250.0, {"peak": 16.0, "detector": 1.0}) == {
         "compress_mbps_single_core": 250.0, "cores_for_peak": 64, "cores_for_detector": 4}
     assert feasibility(None, {"peak": 16.0}) is None and feasibility(0.0, {"peak": 16.0}) is None
+    assert feasibility(250.0, {"peak": 16.0}, decompress_mbps=1000.0) == {
+        "compress_mbps_single_core": 250.0, "cores_for_peak": 64, "decompress_mbps_single_core": 1000.0,
+        "decompress_cores_for_peak": 16}
     assert criterion_use(0.995, ideal=1.0, lo=0.99, hi=None) == pytest.approx(0.5)
     assert criterion_use(0.3, ideal=0.0, lo=None, hi=0.2) == pytest.approx(1.5)
     assert criterion_use(1.0, ideal=1.0, lo=1.0, hi=None) == 0.0

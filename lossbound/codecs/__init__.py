@@ -13,7 +13,8 @@ filter_from_options    rebuild a filter from (filter_id, stored cd_values)
 filter_from_config     rebuild a filter from (plugin_class, kwargs)
 write_payload          write a payload through a codec chain (masked pixels kept apart)
 read_payload           read it back with the masked pixels restored
-TRANSFORMS             registry of chain pre-transforms (the noise quantiser)
+TRANSFORMS             registry of chain pre-transforms (the noise quantiser, the Bragg sparsification)
+time_setting           compress and decompress MB/s of a chain on one quiet core (lossbound.codecs.timing)
 CodecWorker            run round trips in a reusable crash-isolated process
 CodecCrash             the worker died or timed out
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 from .hdf5 import RoundTrip, filter_from_config, filter_from_options, roundtrip
 from .specs import CODECS, CodecSetting, CodecSpec, settings_from_config
 from .store import chain_description, read_payload, write_payload
+from .timing import time_setting
 from .transforms import TRANSFORMS
 from .worker import CodecCrash, CodecWorker
 
@@ -40,4 +42,5 @@ __all__ = [
     "filter_from_options",
     "roundtrip",
     "settings_from_config",
+    "time_setting",
 ]

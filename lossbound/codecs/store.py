@@ -22,6 +22,7 @@ which is :func:`read_payload`. The masked pixels then hold exactly what the dete
 """
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, Mapping
 
@@ -32,7 +33,7 @@ import numpy as np
 from lossbound.core.errors import InputError
 
 from .specs import CodecSetting
-from .transforms import TRANSFORMS, fill_masked, restore_masked
+from .transforms import TRANSFORMS, fill_masked, fill_values, masked_values, restore_masked
 
 __all__ = ["MASK_SUFFIX", "VALUES_SUFFIX", "chain_description", "read_payload", "write_payload"]
 
@@ -99,17 +100,28 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
     setting.validate(data.dtype, has_geometry=geometry is not None)
     masked = None
     to_store = data
+    spec = setting.spec
+    transform = TRANSFORMS.get(spec.transform) if spec.transform is not None else None
+    accepts = inspect.signature(transform).parameters if transform is not None else {}
     if valid is not None:
         valid = np.asarray(valid, bool)
         if not valid.all():
             masked = ~valid
-            to_store = fill_masked(data, np.broadcast_to(valid, data.shape))
-    spec = setting.spec
-    if spec.transform is not None:
+            fill_mask = valid if valid.shape == data.shape[-2:] else np.broadcast_to(valid, data.shape)
+            if "fill" in accepts and not spec.needs_geometry:
+                # a per-pixel transform that fills as it goes (the quantiser): one pass, no copy
+                to_store = transform(data, **setting.transform_params(), valid=fill_mask,
+                                     fill=fill_values(data, fill_mask))
+                transform = None
+            else:
+                to_store = fill_masked(data, fill_mask)
+    if transform is not None:
         # a transform that models the frame needs the mask and the geometry; the quantiser
         # maps each count alone (masked pixels hold the fill value, restored on read)
-        context = {"valid": valid, "geometry": geometry} if spec.needs_geometry else {}
-        to_store = TRANSFORMS.get(spec.transform)(to_store, **setting.transform_params(), **context)
+        context: dict[str, Any] = {"valid": valid, "geometry": geometry} if spec.needs_geometry else {}
+        if masked is not None and "out" in accepts:
+            context["out"] = to_store  # the filled copy is ours: transformed in place, no second copy
+        to_store = transform(to_store, **setting.transform_params(), **context)
     converted = convert_dtype(to_store, setting.input_dtype)
     ds = group.create_dataset(name, data=converted, chunks=setting.chunk_shape(data.shape), **setting.make_filter())
     chain = chain_description(setting)
@@ -118,7 +130,7 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
     ds.attrs["lossbound_chain"] = json.dumps(chain, default=str)
     written = [ds]
     if masked is not None:
-        values = data[np.broadcast_to(masked, data.shape)]
+        values = masked_values(data, masked)
         written.append(group.create_dataset(name + MASK_SUFFIX, data=masked.astype(np.uint8), chunks=True,
                                             **_lossless()))
         written.append(group.create_dataset(name + VALUES_SUFFIX, data=values, chunks=True, **_lossless()))

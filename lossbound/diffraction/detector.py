@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["background_model", "integrator_for", "significant_pixels"]
+__all__ = ["background_model", "integrator_for", "pixel_model", "shell_statistics", "significant_pixels"]
 
 _INTEGRATORS: dict[str, Any] = {}
 
@@ -58,6 +58,22 @@ def background_model(ai, frame: np.ndarray, masked: np.ndarray, *, npt: int = 50
     thres, max_iter : float, int
         Sigma-clipping threshold and iterations of ``sigma_clip_ng``.
     """
+    return pixel_model(*shell_statistics(ai, frame, masked, npt=npt, unit=unit, thres=thres, max_iter=max_iter))
+
+
+def pixel_model(radial: np.ndarray, mean: np.ndarray, std: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(background, sigma)`` per pixel from the shells of :func:`shell_statistics`."""
+    background = np.interp(r, radial, mean)
+    # a shell's std cannot be below its own counting noise (Poisson), nor zero
+    sigma = np.maximum(np.interp(r, radial, std), np.sqrt(np.maximum(background, 1.0)))
+    return background, sigma
+
+
+def shell_statistics(ai, frame: np.ndarray, masked: np.ndarray, *, npt: int = 500, unit: str = "q_nm^-1",
+                     thres: float = 3.0, max_iter: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(radial, mean, std, r)``: each shell's position, sigma-clipped mean and standard
+    deviation (pyFAI ``sigma_clip_ng``, azimuthal error model, CSR engine), and every pixel's
+    position ``r`` in the same unit (what :func:`background_model` interpolates)."""
     if frame.shape != masked.shape:
         raise ValueError(f"frame {frame.shape} and mask {masked.shape} differ in shape")
     res = ai.sigma_clip_ng(frame, npt, unit=unit, method=("no", "csr", "cython"), error_model="azimuthal",
@@ -66,12 +82,7 @@ def background_model(ai, frame: np.ndarray, masked: np.ndarray, *, npt: int = 50
     radial = np.asarray(res.radial)
     mean = np.nan_to_num(np.asarray(res.intensity, np.float64))
     std = np.nan_to_num(np.asarray(res.std if res.std is not None else res.sigma, np.float64))
-    r = ai.center_array(frame.shape, unit=unit)
-    background = np.interp(r, radial, mean)
-    sigma = np.interp(r, radial, std)
-    # a shell's std cannot be below its own counting noise (Poisson), nor zero
-    sigma = np.maximum(sigma, np.sqrt(np.maximum(background, 1.0)))
-    return background, sigma
+    return radial, mean, std, ai.center_array(frame.shape, unit=unit)
 
 
 def significant_pixels(frame: np.ndarray, background: np.ndarray, sigma: np.ndarray, masked: np.ndarray, *,

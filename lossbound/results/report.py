@@ -34,7 +34,7 @@ from lossbound.results.export import codec_config
 from lossbound.results.journal import Journal
 from lossbound.results.plots import panel_grid, positive
 from lossbound.results.signoff import load_document
-from lossbound.results.thresholds import curve_names, feasibility, grows_with_value
+from lossbound.results.thresholds import curve_names, entry_feasibility, grows_with_value
 from lossbound.criteria.tolerance import Tolerances
 
 log = logging.getLogger(__name__)
@@ -560,10 +560,12 @@ def render_report(rec: TechniqueRecord, *, others: Iterable[TechniqueRecord] = (
             for codec, e in group.items():
                 if kind == "lossy" and e.get("bound") is None:
                     continue
-                f = feasibility(e.get("compress_mbps"), rates) or {}
+                f = entry_feasibility(e, rates) or {}
                 feasible.append([ds, codec, e.get("bound") if kind == "lossy" else "lossless",
                                  e.get("compression_ratio"), f.get("compress_mbps_single_core"),
-                                 f.get("cores_for_peak"), f.get("cores_for_detector")])
+                                 f.get("cores_for_peak"), f.get("cores_for_detector"),
+                                 f.get("decompress_mbps_single_core"), f.get("decompress_cores_for_peak"),
+                                 f.get("source")])
     rows = gain_rows([rec, *others])
     gain = [[r["technique"], r["dataset"], r["lossless"], r["lossless_codec"], r["lossy"], r["lossy_codec"],
              r["needed"], "yes" if (r["lossy"] or 0) >= r["needed"] else "no"] for r in rows]

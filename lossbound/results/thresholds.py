@@ -411,14 +411,58 @@ def combine_groups(groups: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None) -> dict[str, Any] | None:
-    """Cores needed to compress at each rate (GB/s, 1e9 bytes) with one core's measured
-    throughput (MB/s of detector bytes, 1e6): ``{compress_mbps_single_core, cores_for_<rate>}``."""
+def feasibility(compress_mbps: float | None, rates: Mapping[str, float] | None, *,
+                decompress_mbps: float | None = None) -> dict[str, Any] | None:
+    """Cores needed to compress (and decompress) at each rate (GB/s, 1e9 bytes) with one core's
+    measured throughput (MB/s of detector bytes, 1e6): ``{compress_mbps_single_core,
+    cores_for_<rate>, decompress_mbps_single_core, decompress_cores_for_<rate>}``."""
     if not compress_mbps or not rates or not math.isfinite(compress_mbps) or compress_mbps <= 0:
         return None
     out: dict[str, Any] = {"compress_mbps_single_core": float(compress_mbps)}
     for name, gbps in rates.items():
         out[f"cores_for_{name}"] = int(math.ceil(float(gbps) * 1e3 / compress_mbps))
+    if decompress_mbps and math.isfinite(decompress_mbps) and decompress_mbps > 0:
+        out["decompress_mbps_single_core"] = float(decompress_mbps)
+        for name, gbps in rates.items():
+            out[f"decompress_cores_for_{name}"] = int(math.ceil(float(gbps) * 1e3 / decompress_mbps))
+    return out
+
+
+QUIET_CORE_METHOD = (
+    "after the search, with no point of the study running: the whole write (lossbound.codecs.write_payload: "
+    "masked-pixel fill, pre-transform, dtype, filter, HDF5 chunk writes, mask beside the payload) and the whole "
+    "read (read_payload from a fresh handle) of the dataset's leading frames, into an in-memory HDF5 file, on one "
+    "thread (BLOSC_NTHREADS=1, threadpoolctl 1), median of the repeats after a warm-up "
+    "(lossbound.codecs.timing.time_setting); chunks as the study wrote them")
+IN_STUDY_NOTE = ("the study's own round trip (one per point), timed while the other workers ran other points: "
+                 "a lower bound for a dedicated core")
+
+
+def single_core_speed(entry: Mapping[str, Any]) -> tuple[float | None, float | None, str]:
+    """``(compress MB/s, decompress MB/s, source)`` of a thresholds entry: the quiet-core
+    timing where the study made one (``source`` ``"quiet core"``), else the study's round trip
+    (``"in study"``)."""
+    quiet = entry.get("quiet_core") or {}
+    if quiet.get("compress_mbps"):
+        return quiet["compress_mbps"], quiet.get("decompress_mbps"), "quiet core"
+    return entry.get("compress_mbps"), entry.get("decompress_mbps"), "in study"
+
+
+def entry_feasibility(entry: Mapping[str, Any], rates: Mapping[str, float]) -> dict[str, Any] | None:
+    """The ``feasibility`` block of a thresholds entry at ``rates``: cores from the quiet-core
+    timing when there is one (its method beside the numbers), the in-study figures kept and
+    labelled as such."""
+    compress, decompress, source = single_core_speed(entry)
+    out = feasibility(compress, rates, decompress_mbps=decompress)
+    if out is None:
+        return None
+    quiet = entry.get("quiet_core") or {}
+    out["source"] = source
+    if source == "quiet core":
+        out["method"] = {"how": QUIET_CORE_METHOD,
+                         **{k: quiet.get(k) for k in ("frames", "chunks", "repeats", "threads", "load_average")}}
+    out["in_study"] = {"compress_mbps": entry.get("compress_mbps"), "decompress_mbps": entry.get("decompress_mbps"),
+                       "note": IN_STUDY_NOTE}
     return out
 
 
@@ -541,7 +585,7 @@ def annotate_codecs(codecs: Mapping[str, dict[str, Any]], baselines: Mapping[str
     from recorded points), and why nothing passed where nothing did; warn of unconfirmed and
     non-monotonic thresholds."""
     for e in (*codecs.values(), *baselines.values()):
-        if (f := feasibility(e.get("compress_mbps"), rates)) is not None:
+        if (f := entry_feasibility(e, rates)) is not None:
             e["feasibility"] = f
     for name, e in codecs.items():
         search = searches.get(name)

@@ -127,9 +127,14 @@ class StudyContext(RawPart):
         }, length=24)
 
     def point_id(self, setting: CodecSetting) -> str:
+        spec = setting.spec
+        # what the codec's spec fixes besides the setting (a pre-transform's parameters, the
+        # filter's fixed options): a spec that changes must not reuse the old spec's points
+        chain = {k: dict(v) for k, v in (("transform", spec.transform_kwargs), ("filter", spec.fixed_kwargs)) if v}
         return stable_hash({
             "dataset": self.data.checksum,
             "codec": setting.as_dict(),
+            **({"chain": chain} if chain else {}),
             "pipeline": self.technique.describe(),
             "evaluators": self.evaluator_config,
             "metrics_version": METRICS_VERSION,

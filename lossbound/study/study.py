@@ -40,6 +40,7 @@ from lossbound.study.context import ContextSpec, RawPart, StudyContext, context_
 from lossbound.study.executor import PointRunner, WorkerPool, available_cores
 from lossbound.study.gates import GateReport, check_gates
 from lossbound.study.point import judge, point_seconds, render_figure
+from lossbound.study.quiet import QuietCoreOptions, time_thresholds
 from lossbound.study.scheduler import Curve, build_curves, drive
 from lossbound.tracking.study_log import StudyLog
 from lossbound.tracking.tracker import FIGURE_POLICIES
@@ -155,6 +156,7 @@ class Study:
         journal_dir = paths.get("journal_dir")
         self.journal = Journal(Path(journal_dir) / f"{tcfg['name']}.jsonl" if journal_dir else None)
         self.rates = _rates(cfg.get("acquisition") or {})  # checked before any work, like needed_ratio
+        self.quiet_core = QuietCoreOptions((cfg.get("acquisition") or {}).get("quiet_core"))
         self.needed_ratio = _positive_number(tcfg.get("needed_ratio", 10.0), "technique.needed_ratio")
         gate_settings(TECHNIQUES.get(tcfg["name"]).gate_defaults, tcfg.get("gates"), technique=tcfg["name"])
         self.gates = GateReport({}, [], 0.0)
@@ -269,6 +271,9 @@ class Study:
         recorded.update({p.point_id: p for p in points})
         codecs, baselines = derive_thresholds(recorded.values(), criteria=[c.metric for c in ctx.tolerances],
                                               tolerances=ctx.tolerances)
+        # the search is over: each threshold and baseline timed on a core nothing else of the study uses
+        time_thresholds(ctx, codecs, baselines, recorded.values(), options=self.quiet_core,
+                        isolate=bool(self.sweep.get("isolate", True)))
         annotate_codecs(codecs, baselines, searches={c.name: c.search for c in curves if c.search is not None},
                         rates=self.rates, dataset=data.name)
         study_log.thresholds(codecs)
@@ -334,5 +339,8 @@ def _positive_number(value: Any, key: str) -> float:
 
 def _rates(acquisition: Mapping[str, Any]) -> dict[str, float]:
     """Detector rates (GB/s) the feasibility table answers for: ``peak`` and ``detector``."""
+    if unknown := sorted(set(acquisition) - {"peak_rate_gbps", "detector_rate_gbps", "quiet_core"}):
+        raise ConfigError(f"acquisition: unknown key(s) {', '.join(unknown)}; expected peak_rate_gbps, "
+                          "detector_rate_gbps, quiet_core")
     rates = {"peak": acquisition.get("peak_rate_gbps", 16.0), "detector": acquisition.get("detector_rate_gbps")}
     return {name: _positive_number(v, f"acquisition.{name}_rate_gbps") for name, v in rates.items() if v is not None}
