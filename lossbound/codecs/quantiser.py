@@ -40,12 +40,16 @@ def quantiser_steps(counts: np.ndarray, fraction: float) -> np.ndarray:
     """Power-of-two step for each count: ``2**floor(log2(fraction * sqrt(c)))``, at least 1 (no
     quantisation). No sigma floor: with ``sqrt(max(c, 1))`` a fraction >= 2 would merge 0 and 1
     counts, which photon-counting data cannot afford."""
-    if not (np.isfinite(fraction) and fraction > 0):
-        raise ValueError(f"fraction must be a finite positive number, got {fraction!r}")
+    _check_fraction(fraction)
     sigma = np.sqrt(np.maximum(np.asarray(counts, dtype=np.float64), 0.0))
     with np.errstate(divide="ignore"):
         exponent = np.floor(np.log2(fraction * sigma))
     return np.exp2(np.maximum(exponent, 0.0)).astype(np.int64)
+
+
+def _check_fraction(fraction: float) -> None:
+    if not (np.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"fraction must be a finite positive number, got {fraction!r}")
 
 
 def quantiser_table(max_count: int, fraction: float, *, odd: bool = False) -> np.ndarray:
@@ -102,7 +106,7 @@ def quantise_counts(data: np.ndarray, fraction: float, *, valid: np.ndarray | No
     data = np.asarray(data)
     if data.dtype.kind not in "iu":
         raise ValueError(f"the quantiser works on integer counts, got dtype {data.dtype}")
-    quantiser_steps(np.zeros(1), fraction)  # validates the fraction
+    _check_fraction(fraction)
     if data.size == 0:
         return data.copy()
     rows = np.ascontiguousarray(data).reshape(-1, data.shape[-1] if data.ndim else 1)
@@ -138,12 +142,12 @@ def quantise_counts(data: np.ndarray, fraction: float, *, valid: np.ndarray | No
             break
         if top >= min(_TABLE_LIMIT, dtype_max):  # counts above the largest table: computed, not looked up
             source = rows
+            ok = np.tile(mask.astype(bool), (rows.shape[0] // mask.shape[0], 1)) if mask.shape[0] else None
             if fill_rows.size:  # the masked pixels hold their frame's fill, as a count
-                ok = np.tile(mask.astype(bool), (rows.shape[0] // mask.shape[0], 1))
                 source = np.where(ok, rows, fill_rows[:, None].astype(rows.dtype))
             big = source > top
-            if mask.shape[0] and not fill_rows.size:
-                big &= np.tile(mask.astype(bool), (rows.shape[0] // mask.shape[0], 1))
+            if ok is not None and not fill_rows.size:
+                big &= ok
             odd = np.broadcast_to((np.arange(rows.shape[1]) & 1).astype(bool), rows.shape)
             values = source[big].astype(np.int64)
             out[big] = _quantise(values, quantiser_steps(values, fraction), odd[big]).astype(data.dtype)

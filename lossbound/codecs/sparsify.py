@@ -25,6 +25,7 @@ version of this codec did (:func:`sparsify_reference`, kept for the tests).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
 import numba
@@ -35,6 +36,7 @@ REFRESH_SIGMA = 4.0  # the level refresh's cut, in sigmas of the background (see
 __all__ = ["BlockModel", "block_model", "sparsify_frames", "sparsify_reference"]
 
 
+@dataclasses.dataclass(frozen=True)
 class BlockModel:
     """The per-pixel background model of one block of frames (see the module docstring).
 
@@ -51,9 +53,11 @@ class BlockModel:
         Each pixel's resolution shell; ``n_shells`` in all.
     """
 
-    def __init__(self, background: np.ndarray, cut: np.ndarray, sigma: np.ndarray, shells: np.ndarray,
-                 n_shells: int) -> None:
-        self.background, self.cut, self.sigma, self.shells, self.n_shells = background, cut, sigma, shells, n_shells
+    background: np.ndarray
+    cut: np.ndarray
+    sigma: np.ndarray
+    shells: np.ndarray
+    n_shells: int
 
 
 def block_model(ai: Any, frame: np.ndarray, masked: np.ndarray, *, k: float, npt: int, clip_sigma: float,

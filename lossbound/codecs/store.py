@@ -107,14 +107,12 @@ def write_payload(group: h5py.Group, name: str, data: np.ndarray, setting: Codec
         valid = np.asarray(valid, bool)
         if not valid.all():
             masked = ~valid
-            fill_mask = valid if valid.shape == data.shape[-2:] else np.broadcast_to(valid, data.shape)
-            if "fill" in accepts and not spec.needs_geometry:
+            if "fill" in accepts:
                 # a per-pixel transform that fills as it goes (the quantiser): one pass, no copy
-                to_store = transform(data, **setting.transform_params(), valid=fill_mask,
-                                     fill=fill_values(data, fill_mask))
+                to_store = transform(data, **setting.transform_params(), valid=valid, fill=fill_values(data, valid))
                 transform = None
             else:
-                to_store = fill_masked(data, fill_mask)
+                to_store = fill_masked(data, valid)
     if transform is not None:
         # a transform that models the frame needs the mask and the geometry; the quantiser
         # maps each count alone (masked pixels hold the fill value, restored on read)
