@@ -230,7 +230,7 @@ def test_report_of_30_datasets_loads_every_image_and_stays_small(campaign, tmp_p
     assert "wide_angle" in text and "limiting dataset" in text
 
 
-@pytest.mark.parametrize("technique", ["azint", "tomo", "sx"])
+@pytest.mark.parametrize("technique", ["azint", "tomo", "sx", "ptycho"])
 def test_the_shipped_campaigns_over_the_shared_data_load_with_two_groups_or_more(shared_data, technique):
     from lossbound.cli.campaign_entry import load
 

@@ -32,6 +32,7 @@ SMALL = {
                        "dataset.simulation.n_frames=3", "dataset.simulation.misses=[1]",
                        "+dataset.simulation.detector=Pilatus300k", "+dataset.simulation.beam_px=[240.0,300.0]",
                        "+dataset.simulation.distance_mm=120.0"],
+    "ptycho": lambda tmp: ["technique=ptycho", f"paths.runs_dir={tmp / 'runs'}", f"paths.reference_data={tmp}"],
 }
 
 
@@ -55,8 +56,13 @@ def _damage(part, amplitude: float, z: np.ndarray) -> dict[str, float]:
     return out
 
 
-@pytest.mark.parametrize("which", ["tomo", "azint", "saxs", "sx"])
+@pytest.mark.parametrize("which", ["tomo", "azint", "saxs", "sx", "ptycho"])
 def test_declared_scaling_holds_at_two_error_amplitudes(which, tmp_path):
+    if which == "ptycho":
+        from lossbound.pipelines.ptycho import engine
+
+        if engine.available() is not None:
+            pytest.skip("ptycho needs the optional part: pip install 'lossbound[ptycho]'")
     cfg = compose(SMALL[which](tmp_path))
     part = raw_part(ContextSpec(technique=cfg["technique"], dataset=cfg["dataset"]))
     scaling = {m: p for ev in part.evaluators.values() for m, p in ev.powers().items()}

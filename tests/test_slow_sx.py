@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_files(tmp_path, shared_data):
-    """Serial crystallography as a user runs it: the default simulation, two thaumatin stills,
+    """Serial crystallography as a user runs it: the default simulation (two codecs), two thaumatin stills,
     and two other stills of that grid as a user's own files (dataset=file, cell given)."""
     runs = tmp_path / "runs"
     stills = shared_data / "mx" / "thaumatin_grid"
@@ -25,7 +25,8 @@ def test_sx_default_study_recovers_the_truth_and_runs_on_thaumatin_and_a_users_f
     user.mkdir()
     for f in sorted(stills.glob("*.cbf.bz2"))[-2:]:
         (user / f.name).symlink_to(f)
-    for extra in ([], ["dataset=thaumatin", "+dataset.max_frames=2", "codec=[sz3]"],
+    # the simulation with two codecs (every codec on it: tests/test_slow_monotonic.py)
+    for extra in (["codec=[sz3,quant_blosc2]"], ["dataset=thaumatin", "+dataset.max_frames=2", "codec=[sz3]"],
                   ["dataset=file", f"dataset.path={user}", "dataset.cell=[58,58,150,90,90,90]",
                    "dataset.space_group=P41212", "codec=[sparsify_m2]", "search=grid", "codec.sparsify_m2.bounds=[3,6]",
                    "technique.noise_reference.mode=off"]):  # (saves CI a minute; the others have it)

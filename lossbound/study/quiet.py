@@ -30,8 +30,8 @@ class QuietCoreOptions:
     """``acquisition.quiet_core``: ``enabled``, ``repeats`` (>= 5), ``frames`` (at least this
     many leading frames timed, where the dataset has them: the mask, written once per file,
     then weighs as it does in a detector's file), ``max_mb`` (beyond ``frames``, up to this
-    many MB), ``budget_s`` (a write slower than this is timed on fewer frames), ``timeout_s``
-    (per setting)."""
+    many MB), ``budget_s`` (seconds one timed write may take: a slow codec is timed on fewer
+    frames), ``timeout_s`` (per setting)."""
 
     def __init__(self, cfg: Mapping[str, Any] | None) -> None:
         cfg = dict(cfg or {})
@@ -41,7 +41,7 @@ class QuietCoreOptions:
         self.repeats = int(cfg.get("repeats", 5))
         self.frames = int(cfg.get("frames", 4))
         self.max_mb = float(cfg.get("max_mb", 64.0))
-        self.budget_s = float(cfg.get("budget_s", 2.0))
+        self.budget_s = float(cfg.get("budget_s", 1.0))
         self.timeout_s = float(cfg.get("timeout_s", 300.0))
         if self.repeats < 5:
             raise ConfigError(f"acquisition.quiet_core.repeats must be >= 5 (a median of at least five), "
