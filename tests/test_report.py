@@ -180,3 +180,21 @@ def test_gain_and_recommendation_use_the_worst_dataset_and_skip_unknowns_and_rej
     rows = {r["dataset"]: r for r in gain_rows([rec])}
     assert rows["all (conservative)"]["lossy"] == 6.0 and rows["all (conservative)"]["lossless"] == 2.0
     assert rows["b"]["lossy"] == 9.0 and rows["b"]["lossless"] == 3.0 and rows["b"]["needed"] == 10.0
+
+
+def test_sweep_figure_draws_a_criterion_no_point_has_a_value_for(tmp_path):
+    """A criterion without a value at any evaluated point (here: every frame unjudged) draws an
+    empty panel on linear axes; a log axis over no data stopped a finished study before."""
+    from lossbound.core.png import figure_png
+    from lossbound.core.types import PointResult
+    from lossbound.criteria.tolerance import Tolerances
+    from lossbound.results.plots import sweep_figure
+
+    tol = Tolerances({"f1": {"min": 0.95}, "shift": {"max": 0.5}})
+    pts = [PointResult(point_id=str(v), label="", setting={"codec": "sz3", "value": v}, lossy=True,
+                       codec={"ratio": 2.0 + v}, metrics={"f1": 0.99}) for v in (1.0, 2.0)]
+    png = figure_png(sweep_figure(pts, tol, title="t"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pts.append(PointResult(point_id="f", label="", setting={"codec": "zfp", "value": 4.0}, lossy=True,
+                           status="failed", reason="crash"))  # a failed point's marker, on a log axis
+    assert figure_png(sweep_figure(pts, tol, title="t"))[:8] == b"\x89PNG\r\n\x1a\n"

@@ -59,7 +59,9 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
             ys = [y_of(p, panel) for p in ok]
             ys = [float("nan") if y is None else float(y) for y in ys]
             ys_all += ys
-            xs_all += [p.value for p in ok]
+            # only what is drawn in data coordinates: a point without a value here draws nothing
+            xs_all += [p.value for p, y in zip(ok, ys) if math.isfinite(y)]
+            xs_all += [p.value for p in pts if p.status != "ok"]  # the x markers (x in data coordinates)
             ax.plot([p.value for p in ok], ys, "o-", label=name, ms=4, color=color)
             for p in pts:
                 if p.status != "ok":

@@ -318,8 +318,11 @@ class Study:
         """Figures (per the policy), the criteria-vs-value figure, summary and points."""
         for p in _select_figures(points, codecs, self.figures):
             study_log.artifact(render_figure(ctx, p), "comparison.png", run_id=p.run_id)
-        fig = sweep_figure(recorded, ctx.tolerances, title=f"{self.tname} on {ctx.data.name}")
-        study_log.artifact(figure_png(fig), "sweep.png")
+        try:
+            fig = sweep_figure(recorded, ctx.tolerances, title=f"{self.tname} on {ctx.data.name}")
+            study_log.artifact(figure_png(fig), "sweep.png")
+        except (ValueError, OverflowError) as exc:  # a figure must not undo a finished study
+            log.warning("sweep figure not drawn: %s", str(exc).splitlines()[0])
         summary = format_summary(points, codecs, baselines, metrics=[c.metric for c in ctx.tolerances],
                                  per_frame={c.metric for c in ctx.tolerances if c.kind == "frames"})
         study_log.artifact(summary, "summary.txt")
