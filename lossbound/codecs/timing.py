@@ -126,11 +126,6 @@ def time_setting(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray |
         with h5py.File(io.BytesIO(state["payload"]), "r") as fh:
             read_payload(fh, "data")
 
-    def head(k: int) -> None:
-        nonlocal stack, stack_valid
-        stack = np.ascontiguousarray(full[:k])
-        stack_valid = full_valid[:k] if full_valid is not None and np.ndim(full_valid) == full.ndim else full_valid
-
     with single_thread():
         full, full_valid = stack, stack_valid
         n = full.shape[0] if full.ndim >= 3 else 1
@@ -139,10 +134,10 @@ def time_setting(data: np.ndarray, setting: CodecSetting, *, valid: np.ndarray |
         if budget_s and n > first:
             # the warm-up (plugin load, compiled kernels) on the fewest frames also prices one
             # frame: the timed writes then take about budget_s each, not a full stack's worth
-            head(first)
+            stack, stack_valid = leading_frames(full, full_valid, max_mb=0, min_frames=first)
             per_frame = median_seconds(compress, 1, warmup=1) / first
             keep = min(n, max(first, int(budget_s / max(per_frame, 1e-9))))
-            head(keep)
+            stack, stack_valid = leading_frames(full, full_valid, max_mb=0, min_frames=keep)
             warm_up = int(keep != first)
         t_compress = median_seconds(compress, repeats, warmup=warm_up)
         state["payload"] = state["file"].getvalue()

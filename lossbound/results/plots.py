@@ -12,8 +12,13 @@ from lossbound.core.types import PointResult
 from lossbound.criteria.tolerance import Tolerances
 
 
-def positive(values: Iterable[float | None]) -> bool:
-    return any(v is not None and math.isfinite(v) and v > 0 for v in values)
+def log_scale(ax, axis: str, *, base: float = 10) -> None:
+    """A log ``axis`` ("x" or "y") where the axes already hold a positive value along it in
+    data coordinates (lines, markers on a blended transform, reference lines); otherwise the
+    axis stays linear: matplotlib cannot draw a log axis over no data, and a panel whose
+    criterion has no value at any point must still draw."""
+    if math.isfinite(ax.dataLim.minposx if axis == "x" else ax.dataLim.minposy):
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=base)
 
 
 def panel_grid(n: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
@@ -51,17 +56,12 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
         return p.uses.get(panel) if panel in per_frame else p.metrics.get(panel)
 
     for ax, panel in zip(axes, panels):
-        xs_all, ys_all = [], []
         for i, (name, pts) in enumerate(sorted(curves.items())):
             color = f"C{i % 10}"  # explicit: marker-only plots below must not advance the cycle
             pts = sorted(pts, key=lambda p: p.value)
             ok = [p for p in pts if p.status == "ok"]
             ys = [y_of(p, panel) for p in ok]
             ys = [float("nan") if y is None else float(y) for y in ys]
-            ys_all += ys
-            # only what is drawn in data coordinates: a point without a value here draws nothing
-            xs_all += [p.value for p, y in zip(ok, ys) if math.isfinite(y)]
-            xs_all += [p.value for p in pts if p.status != "ok"]  # the x markers (x in data coordinates)
             ax.plot([p.value for p in ok], ys, "o-", label=name, ms=4, color=color)
             for p in pts:
                 if p.status != "ok":
@@ -73,12 +73,9 @@ def sweep_figure(points: Iterable[PointResult], tolerances: Tolerances, *, title
         for lim in limits:
             if lim is not None:
                 ax.axhline(lim, ls="--", color="k", lw=1)
-        # log axes only over data drawn in data coordinates (failed points are drawn in axes
-        # coordinates along y), else matplotlib refuses to draw
-        if positive(xs_all):
-            ax.set_xscale("log", base=2)
-        if panel == "compression ratio" and positive(ys_all):
-            ax.set_yscale("log")
+        log_scale(ax, "x", base=2)
+        if panel == "compression ratio":
+            log_scale(ax, "y")
         ax.set_xlabel("codec value (error bound in detector units for 'absolute')")
         ax.set_title(f"{panel}: damage / own allowance" if panel in per_frame else panel, fontsize=10)
         ax.grid(alpha=0.3)

@@ -32,7 +32,7 @@ from lossbound.core.png import png_data_uri
 from lossbound.core.types import PointResult
 from lossbound.results.export import codec_config
 from lossbound.results.journal import Journal
-from lossbound.results.plots import panel_grid, positive
+from lossbound.results.plots import log_scale, panel_grid
 from lossbound.results.signoff import load_document
 from lossbound.results.thresholds import curve_names, entry_feasibility, grows_with_value
 from lossbound.criteria.tolerance import Tolerances
@@ -204,8 +204,6 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
     many = len(datasets) > MANY_DATASETS  # one colour per group, thin lines, no per-dataset bands
     group_colour = {g: f"C{i % 10}" for i, g in enumerate(sorted({_group(e) for e in datasets.values()}))}
     for ax, panel in zip(axes, panels):
-        xs: list[float] = []
-        ratios: list[float] = []
         for i, (ds, entry) in enumerate(sorted(datasets.items())):
             color = group_colour[_group(entry)] if many else f"C{i % 10}"
             pts = [p for p in rec.curves(ds).get(codec, []) if p.status == "ok"]
@@ -213,10 +211,6 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
             vals = [p.codec.get("ratio") if panel == "compression ratio" else
                     point_uses(p, entry).get(panel) if frames else p.metrics.get(panel) for p in pts]
             ys = [math.nan if v is None else float(v) for v in vals]
-            # only what is drawn in data coordinates: a point without a value here draws nothing
-            xs += [p.value for p, y in zip(pts, ys) if math.isfinite(y)]
-            xs += [p.value for p in rec.curves(ds).get(codec, []) if p.status != "ok"]  # the x markers
-            ratios += [y for y in ys if panel == "compression ratio"]
             ax.plot([p.value for p in pts], ys, "o-", ms=2.5 if many else 3.5, lw=0.7 if many else 1.5,
                     color=color, label=None if many else ds)
             bad = [(p.value, y) for p, y in zip(pts, ys) if not p.passed and math.isfinite(y)]
@@ -241,10 +235,9 @@ def codec_figure(rec: TechniqueRecord, codec: str) -> Figure:
                     ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
         if combined is not None:
             ax.axvline(combined, color="k", lw=1.5)
-        if positive(xs):
-            ax.set_xscale("log", base=2)
-        if panel == "compression ratio" and positive(ratios):
-            ax.set_yscale("log")
+        log_scale(ax, "x", base=2)
+        if panel == "compression ratio":
+            log_scale(ax, "y")
         limits = [v for d in datasets.values() for k in ("min", "max")
                   if (v := ((d.get("limits") or {}).get(panel) or {}).get(k)) is not None]
         _autoscale_to_data(ax, also=limits)
