@@ -24,15 +24,16 @@ class Evaluator(abc.ABC):
 
     name: str = ""
     #: how a metric scales with the amplitude of an error in the data: 1 (linear: shifts,
-    #: changes, fractions lost) or 2 (quadratic: chi-squared, 1 - correlation); unlisted = 1.
-    #: A noise-referenced tolerance allows f**power times the noise effect for an error of f
-    #: times the noise's amplitude (tests/test_scaling.py measures each declaration).
-    scaling: Mapping[str, int] = {}
+    #: changes, fractions lost) or 2 (quadratic: chi-squared, 1 - correlation), or a measured
+    #: power where neither holds; unlisted = 1. A noise-referenced tolerance allows f**power
+    #: times the noise effect for an error of f times the noise's amplitude
+    #: (tests/test_scaling.py measures each declaration).
+    scaling: Mapping[str, float] = {}
 
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    def powers(self) -> dict[str, int]:
+    def powers(self) -> dict[str, float]:
         """:attr:`scaling` under the metric names this instance writes (prefixes applied)."""
         return dict(self.scaling)
 

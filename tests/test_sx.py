@@ -63,7 +63,8 @@ def test_sx_study_runs_end_to_end_with_spot_metrics(sx_study):
     assert all(p.codec["masked_pixels_changed"] == 0 for p in res.points)
     lossless = [p for p in res.points if not p.lossy]
     assert all(p.metrics["spot_f1"] == 1.0 and p.metrics["hit_agreement"] == 1.0 for p in lossless)
-    assert all(p.metrics["indexed_agreement"] == 1.0 and p.metrics["misorientation_max_deg"] == 0.0
+    # the same orientation: zero to rounding (the angle of R = B' B^-1, ~1e-14 deg)
+    assert all(p.metrics["indexed_agreement"] == 1.0 and p.metrics["misorientation_max_deg"] < 1e-9
                and p.metrics["refl_cc_weak"] == pytest.approx(1.0, abs=1e-12) for p in lossless)
     sparse = next(p for p in res.points if p.setting["codec"] == "sparsify_m2")
     assert sparse.status == "ok" and sparse.codec["ratio"] > max(p.codec["ratio"] for p in lossless)

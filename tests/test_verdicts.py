@@ -170,6 +170,22 @@ def test_bisection_verifies_a_closed_bracket_and_a_failure_below_reopens_it():
     assert search.propose(known, [])                                   # and the search goes on
 
 
+def test_two_passes_below_the_threshold_but_none_half_as_lossy_ask_for_the_half():
+    """sim_ptycho's SPERR: 0.25 and 0.32 passed below 0.42 (the bracket's least lossy end
+    was 0.25); the half-as-lossy value was never proposed and the threshold stayed unconfirmed."""
+    search = BisectSearch(grows=True, integer=False, tolerances=Tolerances({"err": {"max": 0.5}}))
+
+    def point(v, passed):
+        return PointResult(point_id=str(v), label=str(v), setting={"value": v}, lossy=True, passed=passed)
+
+    known = {v: point(v, v < 0.5) for v in (0.25, 0.3242, 0.4204, 0.5453, 8.0)}
+    assert not search.confirmed(known)
+    proposed = search.propose(known, [])
+    assert len(proposed) == 1 and proposed[0] <= 0.4204 / 2
+    known[proposed[0]] = point(proposed[0], True)
+    assert search.confirmed(known) and search.propose(known, []) == []
+
+
 def test_an_integer_threshold_at_the_codecs_limit_cannot_be_confirmed():
     search = BisectSearch(grows=True, integer=True, tolerances=Tolerances({"err": {"max": 0.5}}))
     p1 = PointResult(point_id="1", label="1", setting={"value": 1.0}, lossy=True, passed=True)

@@ -53,7 +53,7 @@ class NoiseLimit:
     ideal: float
     resamples: int
     fixed: tuple[float | None, float | None] = (None, None)
-    power: int = 1
+    power: float = 1
 
     @property
     def allowance(self) -> float:
@@ -165,7 +165,7 @@ class Criterion:
             parts.append(f"<= {self.max:.4g}")
         text = f"{self.metric} {' and '.join(parts)}"
         if self.noise is not None:
-            pw = f"^{self.noise.power}" if self.noise.power != 1 else ""
+            pw = f"^{self.noise.power:g}" if self.noise.power != 1 else ""
             text += f" ({self.noise.factor:g}{pw} x counting-noise effect {self.noise.effect:.3g})"
         return text
 
@@ -203,7 +203,7 @@ class FrameCriterion:
     rel_se: tuple[float, ...]
     source: tuple[str, ...]
     factor: float | None = None
-    power: int = 1
+    power: float = 1
     effects: tuple[float, ...] = ()
     effects_sd: tuple[float, ...] = ()
     resamples: int = 0
@@ -276,7 +276,7 @@ class FrameCriterion:
     def describe(self) -> str:
         n = int(self.judged.sum())
         noise = sum(s == "noise" for s, j in zip(self.source, self.judged) if j)
-        pw = f"^{self.power}" if self.power != 1 else ""
+        pw = f"^{self.power:g}" if self.power != 1 else ""
         how = (f"{self.factor:g}{pw} x each frame's counting-noise effect ({noise} of {n} frames), "
                f"the fixed range for the others" if self.factor is not None and noise else "fixed range")
         rng = " and ".join(p for p in ((f">= {self.min:.4g}" if self.min is not None else ""),
@@ -312,6 +312,12 @@ def _nan_list(values: Iterable[Any]) -> tuple[float, ...]:
     return tuple(math.nan if v is None else float(v) for v in values)
 
 
+def _power(value: Any) -> float:
+    """A recorded power: 1 and 2 stay integers (as written before measured powers existed)."""
+    p = float(value)
+    return int(p) if p.is_integer() else p
+
+
 def from_record(rec: Mapping[str, Any]) -> AnyCriterion:
     """The criterion a :meth:`Criterion.record` / :meth:`FrameCriterion.record` describes."""
     if rec.get("kind") == "frames":
@@ -319,7 +325,7 @@ def from_record(rec: Mapping[str, Any]) -> AnyCriterion:
             metric=rec["metric"], min=rec.get("min"), max=rec.get("max"), frames=float(rec["frames"]),
             ideal=_nan_list(rec["ideal"]), allow_lo=_nan_list(rec["allow_lo"]), allow_hi=_nan_list(rec["allow_hi"]),
             rel_se=_nan_list(rec["rel_se"]), source=tuple(rec["source"]), factor=rec.get("factor"),
-            power=int(rec.get("power", 1)), effects=_nan_list(rec.get("effects") or []),
+            power=_power(rec.get("power", 1)), effects=_nan_list(rec.get("effects") or []),
             effects_sd=_nan_list(rec.get("effects_sd") or []), resamples=int(rec.get("resamples") or 0),
             why=rec.get("why"))
     noise = rec.get("noise")
@@ -327,7 +333,7 @@ def from_record(rec: Mapping[str, Any]) -> AnyCriterion:
     if noise:
         limit = NoiseLimit(factor=noise["factor"], effect=noise["effect"], effect_sd=noise["effect_sd"],
                            ideal=noise["ideal"], resamples=noise["resamples"], fixed=tuple(noise.get("fixed") or (None, None)),
-                           power=int(noise.get("power", 1)))
+                           power=_power(noise.get("power", 1)))
     return Criterion(rec["metric"], rec.get("min"), rec.get("max"), noise=limit, ideal=rec.get("ideal"),
                      why=rec.get("why"))
 
@@ -361,7 +367,7 @@ class Tolerances:
                  frame_noise: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
                  ideal: Mapping[str, float] | None = None,
                  frame_ideal: Mapping[str, Sequence[float]] | None = None,
-                 scaling: Mapping[str, int] | None = None,
+                 scaling: Mapping[str, float] | None = None,
                  target_se: float = math.inf) -> None:
         self.config = dict(config or {})
         self.not_applicable = frozenset(not_applicable)
@@ -490,7 +496,7 @@ class Tolerances:
         return Tolerances(self.config, **kw)
 
     def bind(self, *, ideal: Mapping[str, float], frame_ideal: Mapping[str, Sequence[float]] | None = None,
-             scaling: Mapping[str, int] | None = None) -> "Tolerances":
+             scaling: Mapping[str, float] | None = None) -> "Tolerances":
         """The same tolerances on one dataset: the raw data against themselves (scalar and
         per-frame metrics) and the metrics' declared scaling."""
         return self._rebuild(ideal=ideal, frame_ideal=frame_ideal or {}, scaling=scaling or self.scaling)

@@ -165,7 +165,10 @@ def _symmetry_ops(cell: tuple[float, ...], tol: float) -> np.ndarray:
 
 
 def _rotation_angle_deg(rot: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1) / 2, -1.0, 1.0))))
+    # ||R - I||_F = 2 sqrt(2) sin(angle / 2): exact near 0, where arccos((tr R - 1) / 2) turns
+    # one rounding of the trace into ~1e-6 degrees between two identical orientations
+    s = np.linalg.norm(rot - np.eye(3)) / (2 * math.sqrt(2))
+    return float(np.degrees(2 * np.arcsin(min(s, 1.0))))
 
 
 def _nearest_rotation(m: np.ndarray) -> np.ndarray:

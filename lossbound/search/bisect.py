@@ -132,11 +132,14 @@ class BisectSearch(Search):
         half = lo - math.log(2)
         skip = set(known) | set(skip)
         wanted: list[float] = []
-        if not any(t <= half + 1e-9 for t in below):
+        need_half = not any(t <= half + 1e-9 for t in below)
+        if need_half:
             wanted.append(self._snap(half, "floor"))
         if len(below) + len(wanted) < self.verify:
             wanted.append(self._snap(lo - 0.5 * math.log(2), "floor"))
-        return [v for v in self._fresh(wanted, skip) if self.t(v) < lo - 1e-9][: max(0, self.verify - len(below))]
+        # enough passes below but none half as lossy still needs the half-as-lossy one
+        count = max(self.verify - len(below), int(need_half))
+        return [v for v in self._fresh(wanted, skip) if self.t(v) < lo - 1e-9][:count]
 
     def confirmed(self, known: Mapping[float, PointResult]) -> bool:
         """The threshold has its ``verify`` less lossy passes, one at most half as lossy."""
