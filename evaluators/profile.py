@@ -291,7 +291,7 @@ class ProfileDeviation(Evaluator):
     name = "profile"
     scaling = {"chi2_red": 2, "chi2_red_frames": 2}
 
-    def powers(self) -> dict[str, int]:
+    def powers(self) -> dict[str, float]:
         return {f"{self.prefix}_{k}": v for k, v in self.scaling.items()}
 
     def __init__(self, *, prefix: str = "profile", **extra: Any) -> None:

@@ -12,7 +12,7 @@ from lossbound.criteria.noise_reference import NoiseSettings, measure
 from lossbound.search.bisect import BisectSearch
 from lossbound.results.thresholds import (curve_threshold, resolve_dataset_name, spec_differences,
                                         update_thresholds)
-from lossbound.criteria.tolerance import Tolerances
+from lossbound.criteria.tolerance import Tolerances, from_record
 from lossbound.pipelines.base import Technique, dataset_name
 
 
@@ -168,6 +168,18 @@ def test_bisection_verifies_a_closed_bracket_and_a_failure_below_reopens_it():
     lo, hi = search.bracket_state(known)
     assert lo is None and hi == pytest.approx(math.log(first[0]))     # the bracket moved below it
     assert search.propose(known, [])                                   # and the search goes on
+
+
+def test_a_measured_non_integer_power_sets_the_allowance_and_survives_the_record():
+    """ptycho's amplitude change scales as the 0.7 power of an error: 0.5**0.7 of the effect
+    (an int() once made it 0.5**0, a 1.6x looser allowance)."""
+    tol = Tolerances({"amp": {"max": 1.0, "noise": 0.5}}).bind(ideal={"amp": 0.0}, scaling={"amp": 0.7}).with_noise(
+        {"amp": _ref(0.02, 0.001, 0.0)}, target_se=0.5)
+    allowed = 0.5**0.7 * 0.02
+    assert tol.check({"amp": 0.99 * allowed}).passed and not tol.check({"amp": 1.01 * allowed}).passed
+    rec = next(r for r in tol.record() if r["metric"] == "amp")
+    again = from_record(rec)
+    assert again.noise.power == 0.7 and again.noise.allowance == pytest.approx(allowed)
 
 
 def test_two_passes_below_the_threshold_but_none_half_as_lossy_ask_for_the_half():

@@ -375,7 +375,7 @@ class Tolerances:
         self.frame_noise = {k: list(v) for k, v in (frame_noise or {}).items()}
         self.ideal = dict(ideal or {})
         self.frame_ideal = {k: list(v) for k, v in (frame_ideal or {}).items()}
-        self.scaling = {k: int(v) for k, v in (scaling or {}).items()}
+        self.scaling = {k: _power(v) for k, v in (scaling or {}).items()}
         self.target_se = float(target_se)
         #: metrics with a noise-referenced range but no usable reference (fixed range used), and why
         self.noise_missing: dict[str, str] = {}
