@@ -489,7 +489,10 @@ def _tolerance_section(ds: str, entry: Mapping[str, Any]) -> dict[str, Any]:
             used = f"each frame within its own allowance, ≥ {_fmt(spec.get('frames', 1.0) * 100, 3)} % of frames"
         else:
             used = " and ".join(f"{k} {_fmt(lim[k])}" for k in ("min", "max") if lim.get(k) is not None)
-        rows.append([metric, fixed, spec.get("noise"), str(effect), used, (entry.get("ideal") or {}).get(metric)])
+        factor = spec.get("noise")
+        if factor is not None and nl.get("power") not in (None, 1):
+            factor = f"{float(factor):g}^{float(nl['power']):g}"   # quadratic or measured power
+        rows.append([metric, fixed, factor, str(effect), used, (entry.get("ideal") or {}).get(metric)])
     out["rows"] = rows
     return out
 
