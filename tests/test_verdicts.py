@@ -249,3 +249,7 @@ def test_only_datasets_under_the_same_verdict_spec_combine_and_the_others_say_wh
     assert combined["bound"] == 70 and set(combined["per_dataset"]) == {"two"}
     assert "noise reference" in combined["excluded_datasets"]["one"] and "resamples" in combined["excluded_datasets"]["one"]
     assert spec_differences(spec, spec) == []
+    # the powers count where both specs record them (ptycho's amplitude: 1 before, 0.7 measured)
+    assert spec_differences({**spec, "scaling": {"a": 1}}, {**spec, "scaling": {"a": 0.7}}) == [
+        "scaling powers of the noise-referenced criteria differ: a"]
+    assert spec_differences(spec, {**spec, "scaling": {"a": 0.7}}) == []

@@ -262,7 +262,10 @@ def spec_differences(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -
         return ["recorded without a verdict spec (an older LossBound)"] if a != b else []
     out = []
     for key, what in (("tolerances", "tolerances"), ("noise", "noise reference (mode, estimator, K policy, "
-                                                                "whether one was used)"), ("pipeline", "pipeline")):
+                                                                "whether one was used)"), ("pipeline", "pipeline"),
+                      ("scaling", "scaling powers of the noise-referenced criteria")):
+        if key == "scaling" and (key not in a or key not in b):
+            continue  # recorded before the powers were part of the spec (1, or 2 for quadratic metrics)
         if plain(a.get(key)) != plain(b.get(key)):
             detail = ""
             if isinstance(a.get(key), Mapping) and isinstance(b.get(key), Mapping):
@@ -618,7 +621,9 @@ def dataset_entry(*, dataset: Mapping[str, Any], pipeline: Mapping[str, Any], to
     entry = {
         "dataset": dict(dataset), "pipeline": pipeline, "tolerances": tolerances.as_dict(),
         # what a threshold means: datasets combine only under the same spec
-        "verdict_spec": {"tolerances": tolerances.as_dict(), "pipeline": pipeline, "noise": dict(noise)},
+        "verdict_spec": {"tolerances": tolerances.as_dict(), "pipeline": pipeline, "noise": dict(noise),
+                         # f**p: the same factor means another allowance under another power
+                         "scaling": {m: tolerances.scaling.get(m, 1) for m in sorted(tolerances.noise_factors)}},
         "versions": dict(versions), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mlflow_study_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
         "context": context,
